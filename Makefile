@@ -1,0 +1,40 @@
+# The README's commands. Each target creates .venv on first use, so on a fresh
+# machine `make test` or `make lab` is all a newcomer types.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: lab test unit nbval demo data notebooks bench clean-venv
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+lab: $(STAMP)                     ## open JupyterLab on the lessons
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: unit nbval                  ## unit tests, then every notebook under nbval
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/ -q --durations=10
+
+nbval: $(STAMP)
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/ -q -p no:randomly
+
+demo: $(STAMP)                    ## a few generated clips + spectrograms + captions in data/demo/
+	$(PY) -m mlm_lessons demo --out data/demo
+
+data: $(STAMP)                    ## the tiny course dataset in data/synthcaps-tiny/
+	$(PY) -m mlm_lessons data --preset tiny --out data/synthcaps-tiny
+
+notebooks: $(STAMP)               ## re-execute every lesson in place, storing outputs
+	$(PY) -m mlm_lessons notebooks notebooks/*.ipynb
+
+bench: $(STAMP)                   ## benchmarks: print figures, assert nothing
+	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

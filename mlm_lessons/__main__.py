@@ -1,0 +1,4 @@
+from mlm_lessons.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Command line: ``python -m mlm_lessons <command>``.
+
+Commands:
+    data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
+    demo       render a few clips with captions, spectrograms and a page to play them
+    notebooks  execute lesson notebooks in place, storing their outputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _data(args: argparse.Namespace) -> None:
+    from mlm_lessons import datasets
+
+    manifest = datasets.write_synthcaps(args.out, preset=args.preset, num_clips=args.num_clips,
+                                        seed=args.seed, progress=not args.quiet)
+    print(f"wrote {manifest}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from mlm_lessons import demo
+
+    page = demo.write_demo(args.out, num_clips=args.num_clips, seed=args.seed, seconds=args.seconds)
+    print(f"wrote {page} -- open it in a browser to look and listen")
+
+
+def _notebooks(args: argparse.Namespace) -> None:
+    from mlm_lessons.notebook_runner import execute_notebook
+
+    for path in args.paths:
+        seconds = execute_notebook(path, timeout_per_cell=args.timeout)
+        print(f"{path}: executed in {seconds:.1f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mlm_lessons", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="write the SynthCaps course data")
+    data.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
+    data.add_argument("--out", default="data/synthcaps-tiny", help="output folder")
+    data.add_argument("--num-clips", type=int, default=None, help="override the preset's clip count")
+    data.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    data.add_argument("--quiet", action="store_true", help="no progress bar")
+    data.set_defaults(run=_data)
+
+    demo = commands.add_parser("demo", help="render captioned clips you can look at and listen to")
+    demo.add_argument("--out", default="data/demo", help="output folder")
+    demo.add_argument("--num-clips", type=int, default=6)
+    demo.add_argument("--seconds", type=float, default=6.0)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+
+    notebooks = commands.add_parser("notebooks", help="execute notebooks in place, storing outputs")
+    notebooks.add_argument("paths", nargs="+", help="notebook files")
+    notebooks.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    notebooks.set_defaults(run=_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,183 @@
+"""Configuration as dataclasses: one object describes one scale of the course.
+
+Three presets share the same fields:
+
+* ``tiny``  -- a laptop CPU in minutes; what the tests and notebooks use.
+* ``small`` -- one GPU for a few hours.
+* ``paper`` -- the sizes reported for MusicLM (Agostinelli et al., 2023) and its
+  components (SoundStream, Zeghidour et al. 2021; w2v-BERT, Chung et al. 2021;
+  MuLan, Huang et al. 2022). Documented here so the notebooks can quote them and
+  so a practitioner with the hardware can ask for them by name.
+
+Every preset is plain data: ``dataclasses.replace`` makes a variant, and
+``asdict``/``from_dict`` round-trip it through a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The SynthCaps course data written by ``python -m mlm_lessons data``."""
+
+    sample_rate: int = 16_000
+    clip_seconds: float = 4.0
+    num_clips: int = 240
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AudioFeatureConfig:
+    """Log-mel front end shared by MuLan's audio tower, the VAE and the metrics."""
+
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 64
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Token rates and vocabularies of the three token streams (DESIGN: token pipeline)."""
+
+    soundstream_frame_rate: int = 50       # acoustic tokens per second
+    rvq_levels: int = 12                   # residual quantiser depth
+    coarse_levels: int = 4                 # first levels modelled by the coarse stage
+    codebook_size: int = 1024              # codes per RVQ level
+    semantic_frame_rate: int = 25          # w2v-BERT tokens per second
+    semantic_clusters: int = 1024          # k-means clusters on the w2v-BERT layer
+    mulan_dim: int = 128                   # joint text/audio embedding size
+    mulan_rvq_levels: int = 12
+    mulan_codebook_size: int = 1024
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """A decoder-only stage (semantic, coarse or fine)."""
+
+    d_model: int = 1024
+    n_layers: int = 24
+    n_heads: int = 16
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the generic training loop in :mod:`mlm_lessons.train` needs."""
+
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    max_steps: int = 200
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1", "mps"
+    bf16: bool = False                     # autocast to bfloat16 (works on CPU too)
+    checkpoint_every: int = 50             # steps; 0 disables periodic checkpoints
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """One scale of the whole course."""
+
+    name: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
+        return _from_dict(cls, values, path="config")
+
+
+def _from_dict(cls, values: dict[str, Any], path: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{path} has unknown field(s) {unknown}; known fields: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        sub = _DATACLASS_FIELDS.get((cls, name))
+        kwargs[name] = _from_dict(sub, value, f"{path}.{name}") if sub else value
+    return cls(**kwargs)
+
+
+_DATACLASS_FIELDS = {
+    (Config, "data"): DataConfig,
+    (Config, "features"): AudioFeatureConfig,
+    (Config, "tokens"): TokenConfig,
+    (Config, "transformer"): TransformerConfig,
+    (Config, "train"): TrainConfig,
+}
+
+
+PRESETS: dict[str, Config] = {
+    "tiny": Config(
+        name="tiny",
+        data=DataConfig(sample_rate=16_000, clip_seconds=4.0, num_clips=240),
+        features=AudioFeatureConfig(n_fft=1024, hop_length=256, n_mels=64),
+        tokens=TokenConfig(
+            soundstream_frame_rate=50, rvq_levels=4, coarse_levels=2, codebook_size=256,
+            semantic_frame_rate=25, semantic_clusters=128,
+            mulan_dim=64, mulan_rvq_levels=4, mulan_codebook_size=256,
+        ),
+        transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
+        train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
+    ),
+    "small": Config(
+        name="small",
+        data=DataConfig(sample_rate=16_000, clip_seconds=10.0, num_clips=20_000),
+        features=AudioFeatureConfig(n_fft=1024, hop_length=256, n_mels=128),
+        tokens=TokenConfig(
+            soundstream_frame_rate=50, rvq_levels=8, coarse_levels=3, codebook_size=1024,
+            semantic_frame_rate=25, semantic_clusters=512,
+            mulan_dim=128, mulan_rvq_levels=8, mulan_codebook_size=1024,
+        ),
+        transformer=TransformerConfig(d_model=512, n_layers=8, n_heads=8, dropout=0.1),
+        train=TrainConfig(batch_size=32, learning_rate=3e-4, max_steps=100_000,
+                          warmup_steps=2_000, device="auto", bf16=True, checkpoint_every=2_000,
+                          log_every=100),
+    ),
+    # MusicLM paper, section 3 and appendix: 24 kHz audio, SoundStream at 50 Hz with
+    # 12 RVQ levels x 1024 codes (6 kbps), 4 coarse + 8 fine levels; w2v-BERT tokens at
+    # 25 Hz with 1024 k-means clusters; MuLan 128-d embeddings quantised by 12 x 1024 RVQ;
+    # each stage a decoder-only transformer with 24 layers, 16 heads, d_model 1024.
+    "paper": Config(
+        name="paper",
+        data=DataConfig(sample_rate=24_000, clip_seconds=30.0, num_clips=5_521),
+        features=AudioFeatureConfig(n_fft=1024, hop_length=240, n_mels=128),
+        tokens=TokenConfig(),
+        transformer=TransformerConfig(d_model=1024, n_layers=24, n_heads=16, dropout=0.1),
+        train=TrainConfig(batch_size=256, learning_rate=3e-4, max_steps=1_000_000,
+                          warmup_steps=10_000, device="auto", bf16=True,
+                          checkpoint_every=10_000, log_every=1_000),
+    ),
+}
+
+
+def get_preset(name: str) -> Config:
+    """Return the named preset (``tiny``, ``small`` or ``paper``).
+
+    Raises:
+        ValueError: for an unknown name, listing the ones that exist.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {name!r}; choose one of {sorted(PRESETS)} "
+            "(e.g. get_preset('tiny') on a laptop CPU)"
+        ) from None

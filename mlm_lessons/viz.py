@@ -1,0 +1,127 @@
+"""Seeing and hearing: plots of waveforms, spectrograms and training curves, inline playback.
+
+Every plotting function draws on an ``ax`` it is given (or a new one), labels its
+axes with units, and returns the ``Axes`` so notebooks can add to it. Nothing here
+calls ``plt.show()``: the caller decides, which keeps the functions usable headless
+(``make demo`` saves figures with ``fig.savefig``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from mlm_lessons import audio
+
+
+def _new_axes(ax, figsize=(8, 2.5)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_waveform(wave, sample_rate: int, ax=None, title: str | None = None,
+                  seconds: tuple[float, float] | None = None, **line_kwargs):
+    """Plot amplitude against time.
+
+    Args:
+        wave: ``(time,)`` samples.
+        seconds: optional ``(start, end)`` window to zoom into, in seconds.
+    """
+    wave = audio.check_audio(wave, sample_rate).detach().cpu()
+    wave = audio.to_mono(wave).numpy()
+    times = np.arange(len(wave)) / sample_rate
+    if seconds is not None:
+        keep = (times >= seconds[0]) & (times <= seconds[1])
+        times, wave = times[keep], wave[keep]
+    ax = _new_axes(ax)
+    ax.plot(times, wave, linewidth=0.8, **line_kwargs)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    ax.set_xlim(times[0], times[-1])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_spectrogram(wave, sample_rate: int, ax=None, title: str | None = None, n_fft: int = 1024,
+                     hop_length: int = 256, max_hz: float | None = None, top_db: float = 80.0):
+    """Linear-frequency STFT magnitude in dB (relative to the loudest bin), time on x."""
+    wave = audio.to_mono(audio.check_audio(wave, sample_rate)).detach().cpu()
+    magnitude = audio.stft(wave, n_fft, hop_length).abs()
+    decibels = 20 * torch.log10(magnitude.clamp_min(1e-8) / magnitude.max().clamp_min(1e-8))
+    decibels = decibels.clamp_min(-top_db).numpy()
+    ax = _new_axes(ax, figsize=(8, 3))
+    duration = len(wave) / sample_rate
+    image = ax.imshow(decibels, origin="lower", aspect="auto", cmap="magma",
+                      extent=(0, duration, 0, sample_rate / 2))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    if max_hz:
+        ax.set_ylim(0, max_hz)
+    ax.figure.colorbar(image, ax=ax, label="dB re. max", pad=0.01)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_mel(log_mel_spec, sample_rate: int, hop_length: int = 256, ax=None, title: str | None = None):
+    """Show a ``(n_mels, frames)`` log-mel spectrogram from :func:`mlm_lessons.audio.log_mel`."""
+    spec = torch.as_tensor(log_mel_spec).detach().cpu().numpy()
+    if spec.ndim != 2:
+        raise ValueError(f"plot_mel expects (n_mels, frames), got shape {spec.shape}")
+    ax = _new_axes(ax, figsize=(8, 3))
+    duration = spec.shape[1] * hop_length / sample_rate
+    image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                      extent=(0, duration, 0, spec.shape[0]))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel band")
+    ax.figure.colorbar(image, ax=ax, label="log power", pad=0.01)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(history: Sequence[dict], keys: Iterable[str] = ("loss",), ax=None,
+                 smooth: int = 1, log_y: bool = False, title: str | None = None):
+    """Plot training curves from the loss history the training loop returns.
+
+    Args:
+        history: one dict per logged step with at least ``"step"`` and each of ``keys``.
+        smooth: moving-average window in logged points (1 = raw).
+    """
+    ax = _new_axes(ax, figsize=(6, 3))
+    for key in keys:
+        points = [(row["step"], row[key]) for row in history if key in row]
+        if not points:
+            raise KeyError(f"no {key!r} in the history; available keys: {sorted(history[0]) if history else []}")
+        steps, values = map(np.asarray, zip(*points))
+        if smooth > 1 and len(values) >= smooth:
+            values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+            steps = steps[smooth - 1:]
+        ax.plot(steps, values, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    if log_y:
+        ax.set_yscale("log")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def play(wave, sample_rate: int, normalize: bool = True):
+    """An inline player for a notebook (``IPython.display.Audio``).
+
+    Args:
+        wave: ``(time,)`` or ``(channels, time)``.
+        normalize: scale to full range; pass False to hear true loudness differences.
+    """
+    from IPython.display import Audio
+
+    wave = audio.check_audio(wave, sample_rate).detach().cpu().numpy()
+    silent = not wave.any()  # IPython divides by the peak when normalising
+    return Audio(wave, rate=sample_rate, normalize=normalize and not silent)

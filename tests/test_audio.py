@@ -1,0 +1,118 @@
+"""The audio toolkit: I/O round trips, resampling, mel features, and clear errors."""
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mlm_lessons import audio
+
+
+def tone(freq_hz=440.0, seconds=0.5, sample_rate=16_000, amplitude=0.5):
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    return amplitude * torch.sin(2 * math.pi * freq_hz * t)
+
+
+def peak_frequency(wave, sample_rate):
+    spectrum = np.abs(np.fft.rfft(np.asarray(wave)))
+    return np.argmax(spectrum) * sample_rate / len(wave)
+
+
+def test_save_load_round_trip_within_16_bit_precision(tmp_path):
+    wave = tone()
+    path = audio.save_audio(tmp_path / "tone.wav", wave, 16_000)
+    loaded, rate = audio.load_audio(path)
+    assert rate == 16_000 and loaded.shape == wave.shape and loaded.dtype == torch.float32
+    assert (loaded - wave).abs().max() < 2 / 2**15
+
+
+def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
+    path = audio.save_audio(tmp_path / "clip.wav", tone(), 16_000)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sf, "write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        audio.save_audio(path, tone(880.0), 16_000)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.wav"]
+
+
+def test_load_mixes_stereo_to_mono_and_resamples(tmp_path):
+    left, right = tone(440.0, sample_rate=22_050), tone(440.0, sample_rate=22_050, amplitude=0.1)
+    path = audio.save_audio(tmp_path / "stereo.flac", torch.stack([left, right]), 22_050)
+    stereo, _ = audio.load_audio(path, mono=False)
+    assert stereo.shape == (2, left.numel())
+    mono, rate = audio.load_audio(path, sample_rate=16_000)
+    assert rate == 16_000 and mono.dim() == 1
+    assert abs(mono.numel() - 8_000) <= 1
+    assert abs(peak_frequency(mono, 16_000) - 440.0) < 4.0
+    assert mono.abs().max() == pytest.approx(0.3, abs=0.01)
+
+
+def test_resample_removes_content_above_new_nyquist():
+    # 7 kHz is fine at 16 kHz but above the 4 kHz Nyquist limit of 8 kHz audio: a
+    # band-limited resampler must remove it rather than alias it down to 1 kHz.
+    high = tone(7_000.0, seconds=1.0)
+    down = audio.resample(high, 16_000, 8_000)
+    interior = down[500:-500]  # the filter's edges see a truncated window
+    assert interior.abs().max() < 0.01
+
+
+@pytest.mark.parametrize(
+    "wave, rate, expected, message",
+    [
+        (torch.zeros(0), 16_000, None, "empty"),
+        (torch.tensor([0.0, float("nan"), 0.1]), 16_000, None, "NaN"),
+        (torch.zeros(2, 2, 10), 16_000, None, "shape"),
+        (torch.zeros(100, 2), 16_000, None, "transpose"),
+        (torch.zeros(100), 0, None, "positive"),
+        (torch.zeros(100), 22_050, 16_000, "resample"),
+    ],
+)
+def test_bad_audio_gets_a_clear_error(wave, rate, expected, message):
+    with pytest.raises(audio.AudioError, match=message):
+        audio.check_audio(wave, rate, expected)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no audio file"):
+        audio.load_audio(tmp_path / "missing.wav")
+    junk = tmp_path / "junk.wav"
+    junk.write_text("not audio")
+    with pytest.raises(audio.AudioError, match="cannot read"):
+        audio.load_audio(junk)
+    with pytest.raises(audio.AudioError, match="format"):
+        audio.save_audio(tmp_path / "clip.mp3", tone(), 16_000)
+
+
+def test_log_mel_shapes_and_where_a_tone_lands():
+    sample_rate, hop = 16_000, 256
+    low, high = tone(300.0, seconds=1.0), tone(3_000.0, seconds=1.0)
+    mel = audio.log_mel(torch.stack([low, high]), sample_rate, hop_length=hop, n_mels=64)
+    assert mel.shape == (2, 64, 16_000 // hop + 1)
+    low_band, high_band = mel[0].mean(-1).argmax(), mel[1].mean(-1).argmax()
+    assert low_band < high_band  # mel bands are ordered by frequency
+    silence = audio.log_mel(torch.zeros(1_000), sample_rate)
+    assert torch.allclose(silence, torch.full_like(silence, math.log(1e-5)))
+
+
+def test_stft_frames_and_parseval_like_energy_ordering():
+    spec = audio.stft(tone(1_000.0, seconds=1.0), n_fft=512, hop_length=128)
+    assert spec.shape == (257, 16_000 // 128 + 1) and spec.is_complex()
+    assert spec.abs().mean(-1).argmax().item() == round(1_000 / (16_000 / 512))
+
+
+def test_mel_to_audio_recovers_pitch():
+    wave = tone(500.0, seconds=1.0)
+    rebuilt = audio.mel_to_audio(audio.log_mel(wave, 16_000, n_mels=128), 16_000, n_iter=16)
+    assert abs(peak_frequency(rebuilt, 16_000) - 500.0) < 30.0
+
+
+def test_peak_normalize():
+    assert audio.peak_normalize(tone(amplitude=0.1), 0.9).abs().max() == pytest.approx(0.9)
+    assert torch.equal(audio.peak_normalize(torch.zeros(10)), torch.zeros(10))
