@@ -155,6 +155,21 @@ def resample(wave, orig_sample_rate: int, new_sample_rate: int) -> torch.Tensor:
     return torchaudio.functional.resample(wave, orig_sample_rate, new_sample_rate)
 
 
+def aliased_frequency(frequency_hz: float, sample_rate: int) -> float:
+    """The frequency a pure tone appears at after sampling at ``sample_rate``.
+
+    Sampling cannot tell ``f`` from ``f + k * sample_rate`` or from its mirror
+    ``k * sample_rate - f``, so every tone folds into ``[0, sample_rate / 2]``
+    (the Nyquist band). Below Nyquist a tone is unchanged.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if frequency_hz < 0:
+        raise ValueError(f"frequency must be non-negative, got {frequency_hz}")
+    folded = frequency_hz % sample_rate
+    return float(min(folded, sample_rate - folded))
+
+
 def peak_normalize(wave, peak: float = 0.9) -> torch.Tensor:
     """Scale so that the largest absolute sample equals ``peak`` (silence stays silent)."""
     wave = as_tensor(wave)

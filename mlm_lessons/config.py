@@ -70,7 +70,7 @@ class TransformerConfig:
 class TrainConfig:
     """What the generic training loop in :mod:`mlm_lessons.train` needs."""
 
-    batch_size: int = 16
+    batch_size: int = 16                   # global batch, split across DDP processes
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     max_steps: int = 200

@@ -116,3 +116,12 @@ def test_mel_to_audio_recovers_pitch():
 def test_peak_normalize():
     assert audio.peak_normalize(tone(amplitude=0.1), 0.9).abs().max() == pytest.approx(0.9)
     assert torch.equal(audio.peak_normalize(torch.zeros(10)), torch.zeros(10))
+
+
+@pytest.mark.parametrize("freq, rate, expected", [(440, 16_000, 440), (7_000, 8_000, 1_000),
+                                                   (9_000, 8_000, 1_000), (4_000, 8_000, 4_000)])
+def test_aliased_frequency_matches_the_sampled_spectrum(freq, rate, expected):
+    assert audio.aliased_frequency(freq, rate) == expected
+    # the prediction is what an FFT of the sampled tone actually shows
+    t = np.arange(rate) / rate
+    assert peak_frequency(np.cos(2 * np.pi * freq * t), rate) == pytest.approx(expected, abs=1.0)

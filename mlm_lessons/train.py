@@ -1,0 +1,776 @@
+"""One training loop for every model of the course.
+
+SoundStream, w2v-BERT, MuLan, the three MusicLM stages, the VAE and the GAN of lesson 03 all train with
+the same plain loop (in the spirit of nanoGPT's ``train.py``, no framework). What differs between models
+is only *how a batch becomes a loss*, and that is the one thing a caller writes::
+
+    def loss_fn(model, batch):                      # batch: whatever the data yields, already on device
+        tokens = batch                              # (batch, time) int64
+        logits = model(tokens[:, :-1])              # (batch, time - 1, vocab)
+        loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:])
+        return loss                                 # or (loss, {"accuracy": acc}) to log more
+
+    trainer = Trainer(model, get_preset("tiny"), train_dataset, loss_fn, out_dir="runs/semantic",
+                      resume=True)
+    history = trainer.fit()                         # list of dicts: step, loss, lr, grad_norm, metrics
+
+What the loop does for you, every step:
+
+* moves the model and each batch to ``resolve_device(train.device)``;
+* runs ``loss_fn`` under ``torch.autocast(..., dtype=torch.bfloat16, enabled=train.bf16)`` (also on CPU);
+* backward, gradient clipping to ``train.grad_clip`` (the pre-clip norm is logged), AdamW (decoupled weight
+  decay on matrices only, not on biases and norm gains), linear warm-up then cosine decay of the
+  learning rate;
+* appends a plain dict to ``history`` every ``log_every`` steps, at every checkpoint and at the end (means
+  over the steps since the previous entry), ready for plotting;
+* writes ``out_dir/last.pt`` atomically every ``checkpoint_every`` steps and at the end: weights,
+  optimiser and scheduler states, step, RNG states, data position, history and config.
+  ``resume=True`` continues from it **bit for bit** on CPU (same parameters and history as an
+  uninterrupted run), because training is counted in steps and the data order is a pure function of
+  ``(seed, step)``.
+
+Data. ``train_data`` is either a map-style ``Dataset`` of single examples (recommended: the trainer
+batches it, reshuffles it each epoch with a generator seeded by ``seed + epoch``, splits every *global*
+batch of ``batch_size`` across DDP ranks, and resumes exactly) or any re-iterable of ready batches, such
+as a ``DataLoader`` (cycled; on resume the consumed batches are skipped, which is exact only when every
+pass yields the same batches; single process only).
+
+Several optimisers (GANs). A GAN alternates two objectives on the same batch. Pass ``loss_fn`` as a dict
+of named objectives and ``optimizers`` as a dict with the same names; each step runs them in that order,
+each with its own backward, clipping and optimiser step (gradients of the whole model are cleared before
+each, so the generator's update does not leak into the discriminator's)::
+
+    def discriminator_loss(gan, real):              # real: (batch, 1, samples)
+        with torch.no_grad():                       # no generator gradients in this phase
+            fake = gan.generator(real)
+        return hinge_discriminator_loss(gan.discriminator(real), gan.discriminator(fake))
+
+    def generator_loss(gan, real):
+        fake = gan.generator(real)
+        adversarial = hinge_generator_loss(gan.discriminator(fake))
+        reconstruction = F.l1_loss(fake, real)
+        return adversarial + reconstruction, {"reconstruction": reconstruction}
+
+    Trainer(gan, config, data,
+            loss_fn={"discriminator": discriminator_loss, "generator": generator_loss},
+            optimizers={"discriminator": AdamW(gan.discriminator.parameters(), lr=1e-4),
+                        "generator": AdamW(gan.generator.parameters(), lr=1e-4)}).fit()
+
+History keys are then prefixed by the objective: ``generator/loss``, ``discriminator/grad_norm``,
+``generator/reconstruction``, ...
+
+Several GPUs. Started under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), ``fit`` joins the
+process group (NCCL on CUDA, Gloo on CPU), gives each rank ``batch_size / world_size`` examples of every
+global batch, averages gradients with ``DistributedDataParallel``, logs losses averaged over ranks, and
+lets only rank 0 show progress and write checkpoints. The loss computation itself (``loss_fn`` applied to
+the plain, unwrapped model) runs inside DDP's ``forward``, so a ``loss_fn`` may call any sub-module
+(``model.encoder(...)``, ``gan.discriminator(...)``) and gradients are still synchronised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from tqdm.auto import tqdm
+
+from mlm_lessons.config import Config, TrainConfig
+
+LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
+
+CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = "mlm_lessons.train/1"
+
+# TrainConfig fields that may change between a run and its resumption: they do not change what the
+# finished steps computed. ``max_steps`` may grow to extend a run (the cosine schedule then stretches to
+# the new horizon); ``device``/``bf16`` let a GPU run continue on a laptop and vice versa.
+RESUMABLE_CHANGES = ("train.max_steps", "train.device", "train.bf16", "train.checkpoint_every",
+                     "train.log_every")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a different model architecture or a different config."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file cannot be read (truncated, overwritten, or not written by this trainer)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn a config's device string into a ``torch.device`` that exists on this machine.
+
+    ``"auto"`` picks CUDA if available, else Apple's MPS, else the CPU. Anything else is checked:
+    asking for a GPU that is not there is an error, not a silent fall-back to the CPU.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {name!r} was requested but PyTorch sees no CUDA GPU on this machine; "
+                "set train.device='cpu' (or 'auto' to use a GPU only when there is one)"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} was requested but only {torch.cuda.device_count()} "
+                               "CUDA GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {name!r} was requested but MPS is not available; use 'cpu' or 'auto'")
+    return device
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedEnv:
+    """Where this process sits in a ``torchrun`` launch (``world_size == 1`` when not launched by it)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_environment(cls) -> "DistributedEnv":
+        return cls(rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                   world_size=int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@contextlib.contextmanager
+def _process_group(env: DistributedEnv, device: torch.device) -> Iterator[None]:
+    """Join the ``torchrun`` process group for the duration of ``fit`` (unless the caller already did)."""
+    if not env.is_distributed or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        dist.init_process_group("nccl", rank=env.rank, world_size=env.world_size, device_id=device)
+    else:
+        dist.init_process_group("gloo", rank=env.rank, world_size=env.world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+class GlobalBatchSampler(Sampler):
+    """This rank's share of every global batch, epoch after epoch, starting at a given step.
+
+    Epoch ``e`` visits the dataset in the order ``randperm(len(dataset))`` drawn from a generator seeded
+    with ``seed + e``; step ``s`` takes the global batch ``s mod steps_per_epoch`` of epoch
+    ``s // steps_per_epoch`` (the incomplete last batch of each epoch is dropped so every step sees
+    exactly ``global_batch_size`` examples); rank ``r`` of ``world_size`` takes the ``r``-th contiguous
+    slice of it. The order is a pure function of ``(seed, step)``: resuming at ``start_step`` replays
+    exactly what an uninterrupted run would have seen, whatever the number of ranks.
+
+    Yields lists of ``global_batch_size // world_size`` dataset indices, without end.
+    """
+
+    def __init__(self, dataset_size: int, global_batch_size: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if global_batch_size % world_size:
+            raise ValueError(f"batch_size {global_batch_size} (the global batch) is not divisible by the "
+                             f"{world_size} processes; choose a multiple of {world_size}")
+        if dataset_size < global_batch_size:
+            raise ValueError(f"the dataset has {dataset_size} examples, fewer than one batch of "
+                             f"{global_batch_size}; lower batch_size or use more data")
+        self.dataset_size = dataset_size
+        self.global_batch_size = global_batch_size
+        self.per_rank_batch_size = global_batch_size // world_size
+        self.steps_per_epoch = dataset_size // global_batch_size
+        self.seed = seed
+        self.start_step = start_step
+        self.rank = rank
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """(dataset_size,) int64: the order in which epoch ``epoch`` visits the examples."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.dataset_size, generator=generator)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, batch_in_epoch = divmod(self.start_step, self.steps_per_epoch)
+        while True:
+            order = self.epoch_order(epoch)
+            for batch_index in range(batch_in_epoch, self.steps_per_epoch):
+                start = batch_index * self.global_batch_size + self.rank * self.per_rank_batch_size
+                yield order[start:start + self.per_rank_batch_size].tolist()
+            epoch, batch_in_epoch = epoch + 1, 0
+
+
+def _is_map_dataset(data: Any) -> bool:
+    return isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__")
+
+
+def _cycle(batches: Iterable, skip: int) -> Iterator:
+    """Yield from a re-iterable of batches forever, after skipping the first ``skip`` of them."""
+    if hasattr(batches, "__len__") and len(batches) > 0:
+        skip %= len(batches)  # a full pass is the same batches again: no need to load them to skip
+    while True:
+        yielded_any = False
+        for batch in batches:
+            yielded_any = True
+            if skip:
+                skip -= 1
+                continue
+            yield batch
+        if not yielded_any:
+            raise ValueError("train_data yielded no batches (empty, or a one-shot iterator such as a "
+                             "generator that is used up); pass a Dataset or a DataLoader")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside nested tuples, lists and dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def make_adamw(model: nn.Module, learning_rate: float, weight_decay: float,
+               device: torch.device) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on weight matrices and embeddings only.
+
+    Biases and normalisation gains (1-D parameters) are not decayed: shrinking them towards zero
+    does not regularise anything, it only fights the normalisation.
+    """
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=device.type == "cuda")
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1,
+                  decay: bool = True) -> Callable[[int], float]:
+    """Learning-rate multiplier for optimiser step ``step`` (0-based), for ``LambdaLR``.
+
+    Rises linearly to 1 over ``warmup_steps`` (the first step already moves: ``1 / warmup_steps``), then
+    follows half a cosine down to ``min_lr_ratio`` at ``max_steps`` (or stays at 1 if ``decay`` is
+    False). Past ``max_steps`` it stays at ``min_lr_ratio``.
+    """
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not decay:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return multiplier
+
+
+class _LossComputation(nn.Module):
+    """``loss_fn(model, batch)`` as a module's forward, so that DDP wraps the whole loss computation.
+
+    DDP only synchronises gradients for work done inside its own ``forward``; running the caller's loss
+    function there lets it use the plain model and any of its sub-modules.
+    """
+
+    def __init__(self, model: nn.Module, loss_fns: dict[str, LossFn], device: torch.device, bf16: bool):
+        super().__init__()
+        self.model = model
+        self.loss_fns = loss_fns
+        self.device_type = device.type
+        self.bf16 = bf16
+
+    def forward(self, batch: Any, objective: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the scalar loss and a dict of scalar metric tensors (detached)."""
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.loss_fns[objective](self.model, batch)
+        loss, metrics = output if isinstance(output, tuple) else (output, {})
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError(f"loss_fn {objective!r} must return a scalar tensor or (scalar tensor, dict of "
+                            f"metrics); got {type(loss).__name__} of shape {getattr(loss, 'shape', None)}")
+        reserved = {"loss", "grad_norm", "lr", "step"} & set(metrics)
+        if reserved:
+            raise ValueError(f"loss_fn {objective!r} returned metric(s) named {sorted(reserved)}, which the "
+                             "trainer logs itself; rename them")
+        metrics = {name: torch.as_tensor(value, device=loss.device).detach().float()
+                   for name, value in metrics.items()}
+        return loss, metrics
+
+
+class _RunningMeans:
+    """Per-step scalars summed on the device, so logging waits for the GPU once per entry, not per step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def add(self, values: Mapping[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            if value.numel() != 1:
+                raise ValueError(f"metric {name!r} must be a scalar; got shape {tuple(value.shape)}")
+            value = value.detach().float().reshape(())
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+
+    def pop_means(self, env: DistributedEnv) -> dict[str, float]:
+        """Means since the last call, averaged over ranks (a collective: every rank must call it)."""
+        names = sorted(self.sums)  # the same order on every rank, for the all-reduce
+        means = torch.stack([self.sums[name] for name in names]) / self.steps
+        if env.is_distributed:
+            dist.all_reduce(means)
+            means /= env.world_size
+        self.sums, self.steps = {}, 0
+        return dict(zip(names, means.tolist()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator the loop touches, in a form ``torch.load(weights_only=True)`` accepts."""
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "position": position, "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["algorithm"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def save_atomically(payload: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a half-written file at ``path``.
+
+    Writes ``path.tmp`` in the same directory, flushes it to disk, then renames it over ``path`` (a
+    rename within one file system is atomic): a crash at any moment leaves either the old file or the
+    new one. A failed write removes its temporary file and re-raises.
+    """
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        directory = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Trainer` onto the CPU.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``path``.
+        CorruptCheckpointError: if the file is truncated, damaged, or not a trainer checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CorruptCheckpointError(
+            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(error).__name__}: {error}. "
+            "The file is truncated or damaged; delete it to start over, or restore a copy"
+        ) from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CorruptCheckpointError(f"{path} is not a checkpoint written by mlm_lessons.train "
+                                     f"(expected format {CHECKPOINT_FORMAT!r})")
+    return checkpoint
+
+
+def check_state_dict_matches(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                             max_listed: int = 5) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` fits ``model`` exactly.
+
+    The message lists the first ``max_listed`` missing keys, unexpected keys and shape mismatches.
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(value.shape)}"
+                for key, value in expected.items()
+                if key in state_dict and state_dict[key].shape != value.shape]
+    problems = []
+    for label, items in (("missing from the checkpoint", missing), ("not in the model", unexpected),
+                         ("with a different shape", reshaped)):
+        if items:
+            more = f"; ... ({len(items)} in all)" if len(items) > max_listed else ""
+            listed = "; ".join(items[:max_listed]) + more
+            problems.append(f"{len(items)} key(s) {label}: {listed}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"{source} was written by a different model architecture:\n  " + "\n  ".join(problems)
+            + "\nBuild the model with the config the checkpoint was trained with, or use a fresh out_dir"
+        )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load a trainer checkpoint's weights into ``model`` (e.g. for generation); returns the checkpoint.
+
+    Raises:
+        CheckpointMismatchError: if the checkpoint's architecture differs from ``model``'s.
+        CorruptCheckpointError: if the file cannot be read.
+    """
+    checkpoint = load_checkpoint(path)
+    check_state_dict_matches(model, checkpoint["model"], source=f"checkpoint {path}")
+    model.load_state_dict(checkpoint["model"])
+    return checkpoint
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Dotted field names whose values differ, ignoring :data:`RESUMABLE_CHANGES`."""
+    saved, current = _flatten(saved), _flatten(current)
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        before, now = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if before != now:
+            differences.append(f"{key} (checkpoint {before!r}, now {now!r})")
+    return differences
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+
+
+class Trainer:
+    """Train ``model`` by minimising ``loss_fn`` over ``train_data`` for ``train.max_steps`` steps.
+
+    Args:
+        model: any ``nn.Module``; moved to the configured device and trained in place.
+        config: a :class:`~mlm_lessons.config.Config` (its ``train`` part drives the loop; all of it is
+            stored in checkpoints and checked on resume) or just a ``TrainConfig``.
+        train_data: a map-style ``Dataset`` of examples (batched, shuffled, sharded by the trainer) or a
+            re-iterable of ready batches such as a ``DataLoader``. See the module docstring.
+        loss_fn: ``loss_fn(model, batch) -> loss`` or ``-> (loss, {"name": scalar, ...})`` with a scalar
+            ``loss``; ``batch`` is on the device. A dict ``{name: loss_fn}`` gives several objectives,
+            each with its own optimiser (GANs; see the module docstring).
+        optimizers: ``None`` for AdamW over all trainable parameters (``learning_rate``,
+            ``weight_decay`` from the config), one optimiser, or a dict with ``loss_fn``'s names.
+        out_dir: where ``last.pt`` goes; ``None`` writes no checkpoints.
+        resume: continue from ``out_dir/last.pt`` if it exists (else start fresh). Without it an
+            existing checkpoint is an error rather than silently overwritten.
+        model_config: the model's own hyper-parameters (a dataclass or dict) if ``config`` does not
+            hold them; stored and checked on resume like ``config``.
+        progress: show a tqdm bar (only ever on rank 0).
+        lr_schedule: ``"cosine"`` (warm-up, then cosine decay to ``min_lr_ratio`` x the learning rate
+            at ``max_steps``) or ``"constant"`` (warm-up, then constant).
+        min_lr_ratio: the floor of the cosine schedule, as a fraction of the peak learning rate.
+        collate_fn, num_workers: passed to the ``DataLoader`` built over a ``Dataset``.
+        find_unused_parameters: passed to DDP; ``None`` means "only with several objectives", where a
+            phase leaves the other player's parameters without gradients.
+
+    Attributes:
+        step: optimiser steps done so far (restored on resume).
+        history: list of dicts, one every ``log_every`` steps, at each checkpoint and at the end:
+            ``{"step", "loss", "lr", "grad_norm", <metric>: ...}`` (means since the previous entry,
+            ``lr`` of the last step, ``grad_norm`` before clipping); with several objectives the keys
+            are ``"<objective>/loss"`` etc.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config | TrainConfig,
+        train_data: Dataset | Iterable,
+        loss_fn: LossFn | Mapping[str, LossFn],
+        *,
+        optimizers: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        model_config: Any = None,
+        progress: bool = True,
+        lr_schedule: str = "cosine",
+        min_lr_ratio: float = 0.1,
+        collate_fn: Callable | None = None,
+        num_workers: int = 0,
+        find_unused_parameters: bool | None = None,
+    ):
+        if isinstance(config, Config):
+            self.train_config, self.config_dict = config.train, config.to_dict()
+        elif isinstance(config, TrainConfig):
+            self.train_config, self.config_dict = config, {"train": dataclasses.asdict(config)}
+        else:
+            raise TypeError(f"config must be a Config or a TrainConfig, not {type(config).__name__}")
+        if model_config is not None:
+            self.config_dict["model"] = (dataclasses.asdict(model_config)
+                                         if dataclasses.is_dataclass(model_config) else dict(model_config))
+        cfg = self.train_config
+        if cfg.max_steps < 0 or cfg.log_every < 1 or cfg.checkpoint_every < 0:
+            raise ValueError("TrainConfig needs max_steps >= 0, log_every >= 1 and checkpoint_every >= 0 "
+                             f"(0 = only at the end); got max_steps={cfg.max_steps}, "
+                             f"log_every={cfg.log_every}, checkpoint_every={cfg.checkpoint_every}")
+        if lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {lr_schedule!r}")
+
+        self.env = DistributedEnv.from_environment()
+        self.device = resolve_device(cfg.device)
+        if self.env.is_distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.env.local_rank)  # one GPU per process
+            torch.cuda.set_device(self.device)
+        self.model = model.to(self.device)
+
+        self.loss_fns = dict(loss_fn) if isinstance(loss_fn, Mapping) else {"": loss_fn}
+        if optimizers is None:
+            if len(self.loss_fns) > 1:
+                raise ValueError("several objectives need an optimizer each: pass optimizers={name: ...} "
+                                 f"with the names {list(self.loss_fns)}")
+            optimizers = make_adamw(self.model, cfg.learning_rate, cfg.weight_decay, self.device)
+        self.optimizers = dict(optimizers) if isinstance(optimizers, Mapping) else {"": optimizers}
+        if list(self.optimizers) != list(self.loss_fns):
+            raise ValueError(f"loss_fn and optimizers must name the same objectives in the same order; got "
+                             f"{list(self.loss_fns)} and {list(self.optimizers)}")
+        multiplier = warmup_cosine(cfg.warmup_steps, cfg.max_steps, min_lr_ratio,
+                                   decay=lr_schedule == "cosine")
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+                           for name, optimizer in self.optimizers.items()}
+
+        self.train_data = train_data
+        if self.env.is_distributed and not _is_map_dataset(train_data):
+            raise ValueError("under torchrun, pass train_data as a map-style Dataset so that the trainer can "
+                             "split every global batch across the processes")
+        self.collate_fn = collate_fn
+        self.num_workers = num_workers
+        self.find_unused_parameters = (len(self.loss_fns) > 1 if find_unused_parameters is None
+                                       else find_unused_parameters)
+        self.progress = progress and self.env.is_main
+
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        # A fresh run seeds every generator with seed + rank (distinct dropout masks on each rank); a
+        # resumed run restores the generators' saved states instead (see _restore).
+        self._start_rng: int | dict[str, Any] = cfg.seed + self.env.rank
+        if resume and self.out_dir is None:
+            raise ValueError("resume=True needs an out_dir to resume from")
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            if not resume:
+                raise FileExistsError(f"{self.checkpoint_path} already exists; pass resume=True to continue "
+                                      "that run, or choose a fresh out_dir")
+            self._restore(load_checkpoint(self.checkpoint_path))
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train from ``self.step`` to ``max_steps``; returns (and keeps) ``self.history``."""
+        cfg = self.train_config
+        if self.step >= cfg.max_steps:
+            return self.history
+        with _process_group(self.env, self.device):
+            computation = _LossComputation(self.model, self.loss_fns, self.device, cfg.bf16)
+            if self.env.is_distributed:
+                computation = DistributedDataParallel(
+                    computation, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=self.find_unused_parameters)
+            batches = self._batches(start_step=self.step)
+            # Set the random generators last, right before the loop: nothing done since the constructor
+            # (by the caller, or by the DataLoader drawing seeds) can then shift dropout masks etc.
+            if isinstance(self._start_rng, int):
+                _seed_everything(self._start_rng)
+            else:
+                _set_rng_state(self._start_rng, self.device)
+            self.model.train()
+            running = _RunningMeans()
+            last_lrs: dict[str, float] = {}
+            with tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress,
+                      desc="train", dynamic_ncols=True) as bar:
+                while self.step < cfg.max_steps:
+                    batch = _to_device(next(batches), self.device)
+                    for name, optimizer in self.optimizers.items():
+                        values, last_lrs[name] = self._optimise(computation, batch, name, optimizer)
+                        running.add({self._key(name, key): value for key, value in values.items()})
+                    self.step += 1
+                    bar.update(1)
+                    at_checkpoint = (self.out_dir is not None and cfg.checkpoint_every > 0
+                                     and self.step % cfg.checkpoint_every == 0)
+                    if self.step % cfg.log_every == 0 or at_checkpoint or self.step == cfg.max_steps:
+                        entry = self._log(running, last_lrs)
+                        bar.set_postfix({key: f"{value:.4g}" for key, value in entry.items()
+                                         if key.endswith("loss")})
+                    if at_checkpoint or (self.out_dir is not None and self.step == cfg.max_steps):
+                        self.save_checkpoint()
+        return self.history
+
+    def _optimise(self, computation: nn.Module, batch: Any, name: str,
+                  optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], float]:
+        """One objective's forward, backward, clipping and update; returns its scalars and the lr used."""
+        # Clear the whole model, not just this optimiser's parameters: the previous objective may have left
+        # gradients on the other player's parameters, which must not be kept, clipped or all-reduced.
+        self.model.zero_grad(set_to_none=True)
+        loss, metrics = computation(batch, name)
+        loss.backward()
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])  # before clipping: logged
+        if self.train_config.grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.train_config.grad_clip, grad_norm)
+        learning_rate = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        self.schedulers[name].step()
+        return {"loss": loss.detach(), "grad_norm": grad_norm, **metrics}, learning_rate
+
+    @staticmethod
+    def _key(objective: str, name: str) -> str:
+        return f"{objective}/{name}" if objective else name
+
+    def _log(self, running: _RunningMeans, last_lrs: Mapping[str, float]) -> dict[str, float]:
+        means = running.pop_means(self.env)
+        for name in self.loss_fns:
+            loss = means[self._key(name, "loss")]
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"the {name or 'training'} loss is {loss} around step {self.step}; lower the learning "
+                    "rate, set grad_clip, add warm-up steps, or check the data for NaNs")
+        entry: dict[str, float] = {"step": self.step}
+        for name in self.loss_fns:  # loss, lr, grad_norm, then the metrics, objective by objective
+            entry[self._key(name, "loss")] = means.pop(self._key(name, "loss"))
+            entry[self._key(name, "lr")] = last_lrs[name]
+            entry[self._key(name, "grad_norm")] = means.pop(self._key(name, "grad_norm"))
+            metric_keys = [key for key in means if not name or key.startswith(f"{name}/")]
+            entry.update((key, means.pop(key)) for key in metric_keys)
+        self.history.append(entry)
+        return entry
+
+    def _batches(self, start_step: int) -> Iterator:
+        """The stream of batches for steps ``start_step, start_step + 1, ...`` (this rank's share)."""
+        if not _is_map_dataset(self.train_data):
+            return _cycle(self.train_data, skip=start_step)
+        cfg = self.train_config
+        sampler = GlobalBatchSampler(len(self.train_data), cfg.batch_size, cfg.seed, start_step,
+                                     self.env.rank, self.env.world_size)
+        # The DataLoader draws its workers' base seed from ``generator``: a private one makes worker-side
+        # randomness (augmentation) follow the run's seed rather than whatever state the global RNG is in.
+        loader = DataLoader(self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn,
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(cfg.seed + start_step))
+        return iter(loader)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        """Write ``out_dir/last.pt`` atomically (rank 0 only; a collective under DDP)."""
+        rng_states = [_rng_state(self.device)]
+        if self.env.is_distributed:
+            rng_states = [None] * self.env.world_size
+            dist.all_gather_object(rng_states, _rng_state(self.device))
+        if self.env.is_main:
+            cfg = self.train_config
+            data_position: dict[str, Any] = {"batches_consumed": self.step}
+            if _is_map_dataset(self.train_data):
+                steps_per_epoch = len(self.train_data) // cfg.batch_size
+                data_position.update(epoch=self.step // steps_per_epoch,
+                                     batch_in_epoch=self.step % steps_per_epoch)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_atomically({
+                "format": CHECKPOINT_FORMAT,
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+                "schedulers": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},
+                "rng": rng_states,
+                "data_position": data_position,
+                "history": self.history,
+                "config": self.config_dict,
+            }, self.checkpoint_path)
+        if self.env.is_distributed:
+            dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is on disk
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        source = f"checkpoint {self.checkpoint_path}"
+        differences = _config_differences(checkpoint["config"], self.config_dict)
+        if differences:
+            raise CheckpointMismatchError(
+                f"{source} was written with a different config: " + "; ".join(differences)
+                + ". Resume with the config it was trained with, or use a fresh out_dir")
+        check_state_dict_matches(self.model, checkpoint["model"], source)
+        if list(checkpoint["optimizers"]) != list(self.optimizers):
+            raise CheckpointMismatchError(f"{source} has objectives {list(checkpoint['optimizers'])}, this "
+                                          f"run {list(self.optimizers)}; use a fresh out_dir")
+        self.model.load_state_dict(checkpoint["model"])
+        for name, optimizer in self.optimizers.items():
+            try:
+                optimizer.load_state_dict(checkpoint["optimizers"][name])
+            except ValueError as error:
+                raise CheckpointMismatchError(f"{source}: the optimizer state does not fit this optimizer "
+                                              f"({error}); use a fresh out_dir") from error
+            self.schedulers[name].load_state_dict(checkpoint["schedulers"][name])
+        self.step = checkpoint["step"]
+        self.history = list(checkpoint["history"])
+        rng_states = checkpoint["rng"]
+        if len(rng_states) == self.env.world_size:
+            self._start_rng = rng_states[self.env.rank]
+        else:  # a different number of processes: no saved state per rank, so derive fresh, distinct seeds
+            self._start_rng = self.train_config.seed + self.env.rank + self.step * self.env.world_size
