@@ -22,7 +22,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/ -q --durations=10
 
 nbval: $(STAMP)
-	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/ -q -p no:randomly
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/ -q
 
 demo: $(STAMP)                    ## a few generated clips + spectrograms + captions in data/demo/
 	$(PY) -m mlm_lessons demo --out data/demo

@@ -14,7 +14,6 @@ Conventions used across the package:
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+
+from mlm_lessons.atomic import atomic_path
 
 
 class AudioError(ValueError):
@@ -120,15 +121,9 @@ def save_audio(path: str | os.PathLike, wave, sample_rate: int, subtype: str = "
     wave = check_audio(wave, sample_rate, name="audio to save")
     data = wave.detach().cpu().numpy()
     data = data.T if data.ndim == 2 else data  # soundfile wants (time, channels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sample_rate, subtype=subtype, format=_format_for(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    file_format = _format_for(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=file_format)
     return path
 
 

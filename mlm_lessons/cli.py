@@ -4,12 +4,15 @@ Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
     notebooks  execute lesson notebooks in place, storing their outputs
+    assignments  student versions of the lessons, grading and validation (nbgrader)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from mlm_lessons import assignments
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlm_lessons", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    assignments.add_commands(commands)
 
     data = commands.add_parser("data", help="write the SynthCaps course data")
     data.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mlm_lessons import audio, captions, synth, viz  # noqa: E402
+from mlm_lessons.atomic import atomic_path  # noqa: E402
 
 # A spread of lead instruments, backings and moods so the page shows the range.
 DEMO_CHOICES: tuple[dict, ...] = (
@@ -64,11 +65,13 @@ def write_demo(out_dir: str | os.PathLike = "data/demo", num_clips: int = 6, see
         viz.plot_spectrogram(wave, sample_rate, ax=ax, max_hz=sample_rate / 2)
         ax.set_title(f"{name}: {text}", fontsize=9, loc="left", wrap=True)
     fig.tight_layout()
-    _write_atomically(out_dir / "spectrograms.png", lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    with atomic_path(out_dir / "spectrograms.png") as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
 
     lines = [f"{name}\t{text}" for name, _, text in clips]
-    _write_atomically(out_dir / "captions.tsv", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    with atomic_path(out_dir / "captions.tsv") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     rows = "\n".join(
         f'<li><p>{html.escape(text)}</p><audio controls src="{name}"></audio></li>' for name, _, text in clips
     )
@@ -78,14 +81,7 @@ def write_demo(out_dir: str | os.PathLike = "data/demo", num_clips: int = 6, see
         f"<ol>{rows}</ol><img src='spectrograms.png' alt='spectrogram of each clip' style='max-width:100%'>"
     )
     index = out_dir / "index.html"
-    _write_atomically(index, lambda tmp: Path(tmp).write_text(page))
+    with atomic_path(index) as tmp:
+        tmp.write_text(page)
     return index
 
-
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -9,12 +9,13 @@ and writes the result atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from mlm_lessons.atomic import atomic_path
 
 
 def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
@@ -33,12 +34,6 @@ def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".ipynb")
-    os.close(fd)
-    try:
-        nbformat.write(notebook, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        nbformat.write(notebook, str(tmp))
     return seconds

@@ -86,6 +86,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
+from mlm_lessons.atomic import atomic_path
 from mlm_lessons.config import Config, TrainConfig
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
@@ -389,29 +390,10 @@ def _seed_everything(seed: int) -> None:
 
 
 def save_atomically(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a half-written file at ``path``.
-
-    Writes ``path.tmp`` in the same directory, flushes it to disk, then renames it over ``path`` (a
-    rename within one file system is atomic): a crash at any moment leaves either the old file or the
-    new one. A failed write removes its temporary file and re-raises.
-    """
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        directory = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    """``torch.save`` that never leaves a half-written file at ``path`` (see :mod:`mlm_lessons.atomic`):
+    a crash at any moment leaves either the old checkpoint or the new one."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        torch.save(payload, file)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,6 +17,17 @@ import torch
 from mlm_lessons import audio
 
 
+def use_compact_inline_figures(quality: int = 85) -> None:
+    """Show notebook figures as JPEG instead of PNG.
+
+    Spectrograms are photographs, not line art: as JPEG they are about a fifth of the
+    PNG size with no visible loss, which keeps lessons stored with outputs small.
+    """
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("jpeg", pil_kwargs={"quality": quality})
+
+
 def _new_axes(ax, figsize=(8, 2.5)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)

@@ -26,6 +26,7 @@ def test_save_load_round_trip_within_16_bit_precision(tmp_path):
     loaded, rate = audio.load_audio(path)
     assert rate == 16_000 and loaded.shape == wave.shape and loaded.dtype == torch.float32
     assert (loaded - wave).abs().max() < 2 / 2**15
+    assert path.stat().st_mode & 0o044, "others on a shared machine can read the file"
 
 
 def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):

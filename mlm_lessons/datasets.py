@@ -1,0 +1,599 @@
+"""The course data: SynthCaps (generated) and MusicCaps (real captions).
+
+**SynthCaps** is written by :func:`write_synthcaps` (``python -m mlm_lessons data``):
+one wav per clip under ``audio/`` and a ``manifest.csv`` with MusicCaps' columns
+plus the attributes each clip was rendered from, its ``group`` and its ``split``.
+:class:`SynthCapsDataset` reads it back for training.
+
+**MusicCaps** (Agostinelli et al., 2023; 5,521 captions by musicians for 10 s
+AudioSet clips, CC BY-SA 4.0) is a CSV whose audio must be fetched from YouTube
+separately. :func:`load_musiccaps` parses the CSV; :class:`MusicCapsDataset` pairs
+captions with any local audio files a user has.
+
+Splits:
+
+* SynthCaps is split by *group* (the composition a clip was cut from), never by
+  clip, so near-duplicates cannot sit on both sides of a train/test boundary; the
+  groups are stratified by lead instrument so every split hears every instrument.
+* MusicCaps' only official split is ``is_audioset_eval``: clips from AudioSet's
+  evaluation set. We call those ``"test"`` and the rest ``"train"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import csv
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from mlm_lessons import audio, captions, synth
+from mlm_lessons.atomic import atomic_path
+from mlm_lessons.config import get_preset
+
+#: Columns of MusicCaps' ``musiccaps-public.csv``, in order.
+MUSICCAPS_COLUMNS: tuple[str, ...] = (
+    "ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption", "author_id",
+    "is_balanced_subset", "is_audioset_eval",
+)
+#: The attributes of :class:`~mlm_lessons.synth.SynthAttributes`, as manifest columns.
+ATTRIBUTE_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(synth.SynthAttributes))
+#: Columns of a SynthCaps ``manifest.csv``: MusicCaps' then ours.
+SYNTHCAPS_COLUMNS: tuple[str, ...] = MUSICCAPS_COLUMNS + ("group", "split", "path") + ATTRIBUTE_COLUMNS + ("seed",)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+MANIFEST_NAME = "manifest.csv"
+_SETTINGS_NAME = "synthcaps.json"
+_FORMAT_VERSION = 1
+_DATA_COMMAND = "python -m mlm_lessons data --preset tiny --out data/synthcaps-tiny"
+
+
+# ----------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------
+
+def assign_splits(groups: Sequence[str], valid_fraction: float, test_fraction: float, seed: int = 0,
+                  strata: Sequence[str] | None = None) -> list[str]:
+    """Give every item a split, keeping each group whole.
+
+    Groups are shuffled within each stratum, the strata are laid end to end, and test
+    then validation groups are taken at evenly spaced positions along that order, so
+    each stratum contributes in proportion to its size.
+
+    Args:
+        groups: ``(n_items,)`` group id of each item; items sharing a group (excerpts
+            of one composition) always land in the same split.
+        valid_fraction, test_fraction: fractions of *groups*; the counts are rounded.
+        seed: the same inputs and seed give the same splits.
+        strata: ``(n_items,)`` label to balance over (e.g. the lead instrument); the
+            first item of a group decides the group's stratum.
+
+    Returns:
+        ``(n_items,)`` of ``"train"``, ``"valid"`` or ``"test"``.
+    """
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 <= valid_fraction, test_fraction and their sum < 1, "
+                         f"got valid={valid_fraction}, test={test_fraction}")
+    strata = list(strata) if strata is not None else [""] * len(groups)
+    if len(strata) != len(groups):
+        raise ValueError(f"strata has {len(strata)} labels for {len(groups)} items")
+    stratum_of: dict[str, str] = {}
+    for group, stratum in zip(groups, strata):
+        stratum_of.setdefault(group, stratum)
+    rng = np.random.default_rng([seed, 2])
+    ordered: list[str] = []
+    for stratum in sorted(set(stratum_of.values())):
+        members = [group for group, s in stratum_of.items() if s == stratum]
+        ordered += [members[i] for i in rng.permutation(len(members))]
+
+    def take_evenly(pool: list[str], count: int) -> set[str]:
+        positions = {int((k + 0.5) * len(pool) / count) for k in range(count)} if count else set()
+        return {pool[p] for p in positions}
+
+    n_groups = len(ordered)
+    test = take_evenly(ordered, round(n_groups * test_fraction))
+    rest = [group for group in ordered if group not in test]
+    valid = take_evenly(rest, round(n_groups * valid_fraction))
+    split_of = {group: "test" if group in test else "valid" if group in valid else "train" for group in ordered}
+    return [split_of[group] for group in groups]
+
+
+# ----------------------------------------------------------------------------
+# Writing SynthCaps
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedClip:
+    """Everything about one clip except its audio, decided before any rendering."""
+
+    index: int
+    ytid: str
+    group: str
+    seed: int                       # the render seed: synth.render(..., seed=seed)
+    attributes: synth.SynthAttributes
+    caption: str
+    aspects: list[str]
+
+
+def plan_synthcaps(num_clips: int, seed: int) -> list[PlannedClip]:
+    """Decide attributes, captions and render seeds for ``num_clips`` clips.
+
+    Lead instruments and moods are balanced (each appears ``num_clips / 10`` resp.
+    ``/ 6`` times, +-1, in shuffled order) so classifiers see every class; the other
+    attributes are sampled given the mood. Clip ``i`` draws from its own generator
+    ``default_rng([seed, i])``, so a clip does not change when ``num_clips`` does,
+    apart from which lead and mood the balancing hands it.
+    """
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be at least 1, got {num_clips}")
+    rng = np.random.default_rng([seed, 1])
+    leads = rng.permutation(np.resize(np.array(synth.INSTRUMENTS), num_clips))
+    moods = rng.permutation(np.resize(np.array(synth.MOODS), num_clips))
+    clips = []
+    for index in range(num_clips):
+        clip_rng = np.random.default_rng([seed, 0, index])
+        attrs = synth.sample_attributes(clip_rng, lead=str(leads[index]), mood=str(moods[index]))
+        ytid = f"synth-{index:06d}"
+        clips.append(PlannedClip(
+            index=index, ytid=ytid, group=ytid,   # one clip per composition: the clip is its own group
+            seed=seed * 1_000_000 + index, attributes=attrs,
+            caption=captions.caption(attrs, clip_rng), aspects=captions.aspects(attrs),
+        ))
+    return clips
+
+
+def write_synthcaps(out_dir: str | os.PathLike, preset: str = "tiny", num_clips: int | None = None,
+                    seed: int | None = None, progress: bool = True, clip_seconds: float | None = None,
+                    sample_rate: int | None = None) -> Path:
+    """Render the SynthCaps dataset into ``out_dir``; returns the manifest's path.
+
+    Writes ``audio/synth-000000.wav`` ... and ``manifest.csv`` (columns
+    :data:`SYNTHCAPS_COLUMNS`). The preset's :class:`~mlm_lessons.config.DataConfig`
+    gives the defaults; the keyword arguments override them.
+
+    Safe to interrupt and re-run: each wav is written atomically and skipped next
+    time if it is already complete; the manifest is written to a temporary name and
+    renamed last, so it exists only once every clip does. The same settings always
+    give byte-identical files.
+
+    Raises:
+        ValueError: if ``out_dir`` holds a dataset made with different settings
+            (delete it or choose another folder), or for an unknown preset.
+    """
+    data_config = get_preset(preset).data
+    settings = {
+        "format_version": _FORMAT_VERSION,
+        "num_clips": int(num_clips if num_clips is not None else data_config.num_clips),
+        "seed": int(seed if seed is not None else data_config.seed),
+        "clip_seconds": float(clip_seconds if clip_seconds is not None else data_config.clip_seconds),
+        "sample_rate": int(sample_rate if sample_rate is not None else data_config.sample_rate),
+        "valid_fraction": data_config.valid_fraction,
+        "test_fraction": data_config.test_fraction,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out_dir, settings)
+
+    clips = plan_synthcaps(settings["num_clips"], settings["seed"])
+    splits = assign_splits([clip.group for clip in clips], settings["valid_fraction"],
+                           settings["test_fraction"], seed=settings["seed"],
+                           strata=[clip.attributes.lead for clip in clips])
+    n_samples = int(round(settings["clip_seconds"] * settings["sample_rate"]))
+    for clip in tqdm(clips, desc=f"SynthCaps -> {out_dir}", unit="clip", disable=not progress):
+        wav_path = out_dir / _wav_name(clip)
+        if _is_complete_wav(wav_path, n_samples, settings["sample_rate"]):
+            continue   # left by an earlier, interrupted run
+        wave = synth.render(clip.attributes, settings["clip_seconds"], settings["sample_rate"], clip.seed)
+        audio.save_audio(wav_path, wave, settings["sample_rate"])
+
+    rows = [_manifest_row(clip, split, settings["clip_seconds"]) for clip, split in zip(clips, splits)]
+    manifest = out_dir / MANIFEST_NAME
+    _write_csv_atomically(manifest, SYNTHCAPS_COLUMNS, rows)
+    return manifest
+
+
+def _claim_folder(out_dir: Path, settings: dict) -> None:
+    """Record the settings in ``synthcaps.json``, refusing a folder made with other ones
+    (resuming would otherwise mix clips from two different datasets)."""
+    settings_path = out_dir / _SETTINGS_NAME
+    if settings_path.exists():
+        existing = json.loads(settings_path.read_text())
+        if existing != settings:
+            differing = sorted(k for k in set(existing) | set(settings) if existing.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out_dir} already holds a SynthCaps dataset made with different settings "
+                f"({', '.join(f'{k}: {existing.get(k)} there, {settings.get(k)} now' for k in differing)}); "
+                "delete that folder or write to another one"
+            )
+        return
+    with atomic_path(settings_path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _wav_name(clip: PlannedClip) -> str:
+    return f"audio/{clip.ytid}.wav"
+
+
+def _is_complete_wav(path: Path, n_samples: int, sample_rate: int) -> bool:
+    if not path.exists():
+        return False
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError):
+        return False
+    return info.frames == n_samples and info.samplerate == sample_rate and info.channels == 1
+
+
+def _number(value: float) -> str:
+    """``4.0`` -> ``"4"`` (MusicCaps writes whole seconds), ``2.5`` -> ``"2.5"``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _manifest_row(clip: PlannedClip, split: str, clip_seconds: float) -> dict[str, str]:
+    attrs = clip.attributes
+    return {
+        "ytid": clip.ytid, "start_s": "0", "end_s": _number(clip_seconds), "audioset_positive_labels": "",
+        "aspect_list": repr(clip.aspects), "caption": clip.caption,
+        "author_id": "0",                    # one (procedural) author wrote every SynthCaps caption
+        "is_balanced_subset": "False",
+        "is_audioset_eval": str(split == "test"),   # so MusicCaps' split rule reads SynthCaps too
+        "group": clip.group, "split": split, "path": _wav_name(clip),
+        "lead": attrs.lead, "backing": "+".join(attrs.backing) or "none",
+        "backing_instrument": attrs.backing_instrument or "", "tempo_bpm": str(attrs.tempo_bpm),
+        "key": attrs.key, "mode": attrs.mode, "register": attrs.register, "loudness": attrs.loudness,
+        "mood": attrs.mood, "seed": str(clip.seed),
+    }
+
+
+def _write_csv_atomically(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def default_data_root() -> Path:
+    """Where course data lives: ``$MLM_DATA_DIR`` if set, else the repository's ``data/``
+    (beside this package), whatever the current directory (notebooks run in ``notebooks/``)."""
+    return Path(os.environ.get("MLM_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
+
+
+def ensure_synthcaps(preset: str = "tiny", root: str | os.PathLike | None = None,
+                     progress: bool = True) -> Path:
+    """Return ``<root>/synthcaps-<preset>``, generating the dataset first if it has no
+    manifest yet (about 10 s for ``tiny``). ``root`` defaults to :func:`default_data_root`."""
+    folder = Path(root if root is not None else default_data_root()) / f"synthcaps-{preset}"
+    if not (folder / MANIFEST_NAME).exists():
+        write_synthcaps(folder, preset=preset, progress=progress)
+    return folder
+
+
+# ----------------------------------------------------------------------------
+# Reading SynthCaps
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SynthCapsRecord:
+    """One row of a SynthCaps manifest, parsed."""
+
+    ytid: str
+    path: Path              # absolute path of the wav
+    caption: str
+    aspects: list[str]
+    split: str
+    group: str
+    seed: int
+    attributes: synth.SynthAttributes
+
+
+def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in required if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} is not a {what}: missing column(s) {missing}; "
+                             f"expected columns {list(required)}")
+        return list(reader)
+
+
+def _attributes_from_row(row: dict[str, str]) -> synth.SynthAttributes:
+    tempo = float(row["tempo_bpm"])
+    return synth.SynthAttributes(
+        lead=row["lead"], backing=() if row["backing"] in ("", "none") else tuple(row["backing"].split("+")),
+        backing_instrument=row["backing_instrument"] or None,
+        tempo_bpm=int(tempo) if tempo.is_integer() else tempo, key=row["key"], mode=row["mode"],
+        register=row["register"], loudness=row["loudness"], mood=row["mood"],
+    )
+
+
+def read_synthcaps_manifest(root: str | os.PathLike) -> list[SynthCapsRecord]:
+    """Parse ``<root>/manifest.csv`` (every split).
+
+    Raises:
+        FileNotFoundError: no dataset there, with the command that makes one.
+        ValueError: a manifest lacking columns (named) or with an unparsable row.
+    """
+    root = Path(root)
+    manifest = root / MANIFEST_NAME
+    if not manifest.exists():
+        raise FileNotFoundError(
+            f"no SynthCaps dataset at {root} ({MANIFEST_NAME} not found); create it with "
+            f"`{_DATA_COMMAND}` (or mlm_lessons.datasets.ensure_synthcaps() from Python)"
+        )
+    records = []
+    for line, row in enumerate(_read_csv(manifest, SYNTHCAPS_COLUMNS, "SynthCaps manifest"), start=2):
+        try:
+            records.append(SynthCapsRecord(
+                ytid=row["ytid"], path=root / row["path"], caption=row["caption"],
+                aspects=_parse_aspect_list(row["aspect_list"]), split=row["split"], group=row["group"],
+                seed=int(row["seed"]), attributes=_attributes_from_row(row),
+            ))
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{manifest}, line {line}: {err}") from None
+    return records
+
+
+class SynthCapsDataset(Dataset):
+    """SynthCaps clips of one split, for a ``torch.utils.data.DataLoader``.
+
+    Each item is a dict::
+
+        {"audio": float32 Tensor (time,), "caption": str, "aspects": list[str],
+         "attributes": dict (SynthAttributes' fields), "ytid": str}
+
+    Batch items with :func:`collate_clips` (the default collate cannot batch lists
+    of different lengths).
+
+    Args:
+        root: the folder ``write_synthcaps`` wrote (holding ``manifest.csv``).
+        split: ``"train"``, ``"valid"``, ``"test"`` or ``"all"``.
+        sample_rate: resample to this rate (Hz) when loading; ``None`` keeps the file's.
+        transform: applied to each ``(time,)`` audio tensor, e.g. a log-mel function.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", sample_rate: int | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if split not in SPLITS + ("all",):
+            raise ValueError(f"split must be one of {list(SPLITS + ('all',))}, got {split!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"no SynthCaps folder at {self.root}; create it with `{_DATA_COMMAND}` "
+                "(or mlm_lessons.datasets.ensure_synthcaps() from Python)"
+            )
+        self.split = split
+        self.sample_rate = sample_rate
+        self.transform = transform
+        self.records = [r for r in read_synthcaps_manifest(self.root) if split == "all" or r.split == split]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        wave, _ = audio.load_audio(record.path, sample_rate=self.sample_rate)
+        if self.transform is not None:
+            wave = self.transform(wave)
+        return {"audio": wave, "caption": record.caption, "aspects": list(record.aspects),
+                "attributes": dataclasses.asdict(record.attributes), "ytid": record.ytid}
+
+    def __repr__(self) -> str:
+        return f"SynthCapsDataset(root={str(self.root)!r}, split={self.split!r}, {len(self)} clips)"
+
+
+def collate_clips(batch: list[dict]) -> dict:
+    """Batch dataset items: audio zero-padded to the longest clip and stacked.
+
+    Returns:
+        ``{"audio": (batch, time), "lengths": (batch,) int64 samples before padding}``
+        plus every other key as a list of the items' values.
+    """
+    lengths = torch.tensor([item["audio"].shape[-1] for item in batch], dtype=torch.long)
+    audio_batch = torch.zeros(len(batch), int(lengths.max()), dtype=batch[0]["audio"].dtype)
+    for row, item in enumerate(batch):
+        audio_batch[row, : item["audio"].shape[-1]] = item["audio"]
+    out = {"audio": audio_batch, "lengths": lengths}
+    for key in batch[0]:
+        if key != "audio":
+            out[key] = [item[key] for item in batch]
+    return out
+
+
+# ----------------------------------------------------------------------------
+# MusicCaps
+# ----------------------------------------------------------------------------
+
+@dataclass
+class MusicCapsRecord:
+    """One row of ``musiccaps-public.csv``, parsed."""
+
+    ytid: str                            # YouTube video id
+    start_s: int | float                 # the clip is [start_s, end_s) of the video, seconds
+    end_s: int | float
+    audioset_positive_labels: list[str]  # AudioSet label ids, e.g. "/m/04rlf" (music)
+    aspect_list: list[str]
+    caption: str
+    author_id: int                       # which of the annotating musicians wrote it
+    is_balanced_subset: bool             # in the genre-balanced 1k subset
+    is_audioset_eval: bool               # from AudioSet's eval set: our "test" split
+
+    @property
+    def split(self) -> str:
+        """``"test"`` for AudioSet-eval clips (MusicCaps' official evaluation split), else ``"train"``."""
+        return "test" if self.is_audioset_eval else "train"
+
+
+def find_musiccaps_csv() -> Path | None:
+    """The MusicCaps CSV: ``$MUSICCAPS_CSV`` if set, else ``shared/data/musiccaps-public.csv``
+    beside the repository; ``None`` if there is no file there."""
+    candidate = Path(os.environ.get("MUSICCAPS_CSV") or
+                     Path(__file__).resolve().parents[2] / "shared" / "data" / "musiccaps-public.csv")
+    return candidate if candidate.is_file() else None
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ValueError(f"expected True or False, got {text!r}")
+
+
+def _parse_aspect_list(text: str) -> list[str]:
+    """``"['slow tempo', 'calming']"`` -> ``["slow tempo", "calming"]`` (a Python literal,
+    read with ``ast.literal_eval``, which evaluates no code)."""
+    value = ast.literal_eval(text)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"aspect_list must be a list of strings, got {text[:80]!r}")
+    return value
+
+
+def _parse_seconds(text: str) -> int | float:
+    """MusicCaps times are whole seconds (``int``); other CSVs may have fractions (``float``)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def load_musiccaps(csv_path: str | os.PathLike) -> list[MusicCapsRecord]:
+    """Parse a CSV in MusicCaps' format (``musiccaps-public.csv`` or a SynthCaps manifest).
+
+    Raises:
+        FileNotFoundError: no file at ``csv_path``, saying where the real one comes from.
+        ValueError: missing columns (named), or a row that does not parse (line number).
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"no MusicCaps CSV at {csv_path}; download musiccaps-public.csv from "
+            "https://www.kaggle.com/datasets/googleai/musiccaps (CC BY-SA 4.0) and pass its path, "
+            "or set MUSICCAPS_CSV"
+        )
+    records = []
+    for line, row in enumerate(_read_csv(csv_path, MUSICCAPS_COLUMNS, "MusicCaps CSV"), start=2):
+        try:
+            labels = row["audioset_positive_labels"].strip()
+            records.append(MusicCapsRecord(
+                ytid=row["ytid"], start_s=_parse_seconds(row["start_s"]), end_s=_parse_seconds(row["end_s"]),
+                audioset_positive_labels=[label for label in labels.split(",") if label] if labels else [],
+                aspect_list=_parse_aspect_list(row["aspect_list"]), caption=row["caption"],
+                author_id=int(row["author_id"]), is_balanced_subset=_parse_bool(row["is_balanced_subset"]),
+                is_audioset_eval=_parse_bool(row["is_audioset_eval"]),
+            ))
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{csv_path}, line {line}: {err}") from None
+    return records
+
+
+def aspect_counts(records: Iterable[MusicCapsRecord | SynthCapsRecord]) -> collections.Counter:
+    """How often each aspect tag occurs, e.g. ``aspect_counts(recs).most_common(20)``."""
+    counts: collections.Counter = collections.Counter()
+    for record in records:
+        counts.update(record.aspect_list if isinstance(record, MusicCapsRecord) else record.aspects)
+    return counts
+
+
+_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+# What may follow an 11-character YouTube id in a file name: "_30-40", "-[30-40]", " 30.0-40.0" ...
+_TIME_RANGE_SUFFIX = re.compile(r"^[_\-\s]*\[?\s*\d+(\.\d+)?\s*-\s*\d+(\.\d+)?\s*\]?$")
+
+
+def _match_audio_files(audio_dir: Path, ytids: set[str]) -> dict[str, Path]:
+    """Map ytid -> file for files named ``{ytid}.wav`` or ``{ytid}_{start}-{end}.flac`` (etc.)
+    anywhere under ``audio_dir``."""
+    found: dict[str, Path] = {}
+    for path in sorted(audio_dir.rglob("*")):
+        if path.suffix.lower() not in _AUDIO_SUFFIXES or not path.is_file():
+            continue
+        stem = path.stem
+        if stem in ytids:
+            found.setdefault(stem, path)
+        elif stem[:11] in ytids and _TIME_RANGE_SUFFIX.match(stem[11:]):
+            found.setdefault(stem[:11], path)
+    return found
+
+
+class MusicCapsDataset(Dataset):
+    """MusicCaps captions, with audio where the user has the files.
+
+    Without ``audio_dir`` every record of the split is an item (caption and aspects
+    only). With ``audio_dir`` only records whose audio file is found there are items;
+    ``num_matched`` and ``num_missing`` say how many, and ``repr()`` reports them.
+    Files named ``{ytid}.wav`` (or .flac/.ogg/.mp3) and ``{ytid}_{start}-{end}.wav``
+    match; a file longer than the clip is taken to be the whole video and cut to
+    ``[start_s, end_s)``.
+
+    Items::
+
+        {"caption": str, "aspects": list[str], "ytid": str, "start_s": int, "end_s": int,  # seconds
+         "split": str, "audio": float32 Tensor (time,)  # only with audio_dir}
+
+    Args:
+        csv_path: ``musiccaps-public.csv`` (see :func:`find_musiccaps_csv`).
+        audio_dir: folder searched (recursively) for audio files.
+        sample_rate: audio is resampled to this rate, Hz.
+        split: ``None`` (all), ``"train"`` or ``"test"`` (``is_audioset_eval``).
+    """
+
+    def __init__(self, csv_path: str | os.PathLike, audio_dir: str | os.PathLike | None = None,
+                 sample_rate: int = 16_000, split: str | None = None):
+        if split not in (None, "train", "test"):
+            raise ValueError(f"MusicCaps split must be None, 'train' or 'test' "
+                             f"(test = is_audioset_eval, the official eval split), got {split!r}")
+        self.split = split
+        self.sample_rate = sample_rate
+        records = [r for r in load_musiccaps(csv_path) if split is None or r.split == split]
+        self.num_captions = len(records)
+        self.audio_files: dict[str, Path] = {}
+        if audio_dir is not None:
+            audio_dir = Path(audio_dir)
+            if not audio_dir.is_dir():
+                raise FileNotFoundError(f"no audio folder at {audio_dir}")
+            self.audio_files = _match_audio_files(audio_dir, {r.ytid for r in records})
+            records = [r for r in records if r.ytid in self.audio_files]
+            if not records:
+                raise ValueError(
+                    f"none of the {self.num_captions} MusicCaps clips (split={split!r}) has an audio file "
+                    f"in {audio_dir}; expected names like '<ytid>.wav' or '<ytid>_<start>-<end>.flac'"
+                )
+        self.has_audio = audio_dir is not None
+        self.records = records
+
+    @property
+    def num_matched(self) -> int:
+        """Records with audio (all records when no ``audio_dir`` was given)."""
+        return len(self.records)
+
+    @property
+    def num_missing(self) -> int:
+        return self.num_captions - len(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        item = {"caption": record.caption, "aspects": list(record.aspect_list), "ytid": record.ytid,
+                "start_s": record.start_s, "end_s": record.end_s, "split": record.split}
+        if self.has_audio:
+            wave, rate = audio.load_audio(self.audio_files[record.ytid], sample_rate=self.sample_rate)
+            start, stop = round(record.start_s * rate), round(record.end_s * rate)
+            if wave.shape[-1] > (stop - start) + rate:     # the whole video: cut out the captioned clip
+                wave = wave[start:stop]
+            item["audio"] = wave
+        return item
+
+    def __repr__(self) -> str:
+        audio_note = (f", audio for {self.num_matched} of {self.num_captions} captions"
+                      if self.has_audio else ", captions only")
+        return f"MusicCapsDataset(split={self.split!r}, {len(self)} items{audio_note})"

@@ -1,0 +1,351 @@
+"""Graded exercises: student versions, nbgrader validation and headless grading.
+
+Two kinds of notebook are checked:
+
+* ``tests/fixtures/assignments/scales.ipynb``, a three-exercise lesson in the course's nbgrader
+  format that executes in under a second. Everything that needs a kernel is proved on it:
+  the instructor version validates, the student version fails validation, and a folder of sample
+  submissions made from the student version (full, partial, wrong, exception, infinite loop,
+  deleted cells, an edited test, a dying kernel, a file that is not a notebook) grades as
+  expected in one command.
+* every lesson in ``notebooks/``, checked without executing it (see each test's docstring for
+  why and for what stands in for execution), so the tests pass as lessons appear.
+"""
+
+import argparse
+import ast
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mlm_lessons import assignments
+from mlm_lessons.notebook_runner import execute_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "assignments" / "scales.ipynb"
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 3  # the infinite-loop submission costs this much
+
+
+def run_command(*argv: str) -> None:
+    """Parse and run an ``assignments`` command as ``python -m mlm_lessons`` will."""
+    parser = argparse.ArgumentParser(prog="python -m mlm_lessons")
+    assignments.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["assignments", *argv])
+    args.run(args)
+
+
+def grade_ids(notebook, *, graded: bool) -> list[str]:
+    return [c.metadata.nbgrader["grade_id"] for c in notebook.cells
+            if "nbgrader" in c.metadata and c.metadata.nbgrader["grade"] == graded]
+
+
+def secret_lines(notebook) -> set[str]:
+    """Lines inside solution and hidden-test regions that appear nowhere else in the notebook."""
+    inside, outside = set(), set()
+    for cell in notebook.cells:
+        region = None
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS"):
+                region = text
+            elif text in ("### END SOLUTION", "### END HIDDEN TESTS"):
+                region = None
+            elif text:
+                (inside if region else outside).add(text)
+    return inside - outside
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    assignments.build_student_versions([FIXTURE, *LESSONS], out)
+    return out
+
+
+# --- student versions --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("instructor_path", [FIXTURE, *LESSONS], ids=lambda p: p.stem)
+def test_student_version_hides_solutions_hidden_tests_and_outputs(instructor_path, student_dir):
+    instructor = nbformat.read(instructor_path, as_version=4)
+    student_path = student_dir / instructor_path.name
+    student = nbformat.read(student_path, as_version=4)
+    text = student_path.read_text()
+
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in text
+    leaked = [line for line in secret_lines(instructor) if line in text]
+    assert not leaked, f"solution or hidden-test text in the student version: {leaked[:3]}"
+    assert not [c for c in student.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
+
+    # Same cells in the same order; only nbgrader cells differ, and they are stubbed or locked.
+    assert len(student.cells) == len(instructor.cells)
+    for theirs, ours in zip(instructor.cells, student.cells):
+        meta = ours.metadata.get("nbgrader")
+        if meta is None:
+            assert ours.source == theirs.source
+        elif meta["solution"]:
+            assert "raise NotImplementedError()" in ours.source and meta["checksum"]
+        elif meta["grade"]:
+            assert ours.metadata["editable"] is False and ours.metadata["deletable"] is False
+            assert meta["checksum"] and meta["points"] == theirs.metadata.nbgrader["points"]
+
+
+def test_build_writes_only_finished_files_and_names_a_broken_notebook(tmp_path):
+    broken = nbformat.read(FIXTURE, as_version=4)
+    solution = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("solution"))
+    solution.source = solution.source.replace("### END SOLUTION", "")
+    nbformat.write(broken, tmp_path / "broken.ipynb")
+
+    run_command("build", str(FIXTURE), "--out", str(tmp_path / "out"))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["scales.ipynb"]  # no temporary files
+    with pytest.raises(ValueError, match="broken.ipynb: cannot make a student version: no end solution"):
+        assignments.build_student_versions([tmp_path / "broken.ipynb"], tmp_path / "out")
+    assert not (tmp_path / "out" / "broken.ipynb").exists()
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def test_fixture_instructor_version_validates_and_student_version_fails(student_dir):
+    """Executed with nbgrader's Validator, in the lesson's folder (the fixture reads melody.txt)."""
+    assert assignments.validate(FIXTURE) == (True, "every test cell passes")
+    student = student_dir / FIXTURE.name
+    fails = assignments.validate(student, working_dir=FIXTURE.parent)
+    assert not fails.ok and "3 test cell(s) fail" in fails.message and "NotImplementedError" in fails.message
+    assert assignments.validate(student, invert=True, working_dir=FIXTURE.parent).ok
+
+
+def test_validation_on_stored_outputs_sees_a_failed_test(tmp_path):
+    """The kernel-free validation used for the lessons below gives nbgrader's verdict on a stored run."""
+    for name in ("scales.ipynb", "melody.txt"):
+        shutil.copy(FIXTURE.parent / name, tmp_path / name)
+    executed = tmp_path / "scales.ipynb"
+    execute_notebook(executed, timeout_per_cell=CELL_TIMEOUT_S)
+    assert assignments.validate(executed, execute=False).ok
+
+    notebook = nbformat.read(executed, as_version=4)
+    _cell(notebook, "ex2_major_scale_tests").outputs = [nbformat.v4.new_output(
+        "error", ename="AssertionError", evalue="D major has F# and C#", traceback=["AssertionError: D major"])]
+    nbformat.write(notebook, executed)
+    outcome = assignments.validate(executed, execute=False)
+    assert not outcome.ok and "1 test cell(s) fail" in outcome.message and "AssertionError" in outcome.message
+
+
+def test_validate_command_reports_each_notebook_and_fails_on_a_failure(student_dir, capsys):
+    run_command("validate", str(FIXTURE))
+    assert capsys.readouterr().out == f"{FIXTURE}: ok: every test cell passes\n"
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("validate", str(student_dir / FIXTURE.name), "--timeout", str(CELL_TIMEOUT_S))
+    assert exit_info.value.code == 1 and ": FAILED: 3 test cell(s) fail" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_validates_on_its_stored_outputs(lesson):
+    """``nbgrader validate`` of each lesson, judged on the outputs stored in it.
+
+    Re-executing a lesson costs up to its 3-minute CPU budget (lesson 00 also renders the course
+    data on first run), twice per lesson with the student version: far beyond this file's
+    one-minute budget. It is not needed: ``make notebooks`` stores each lesson's outputs from
+    a real run, nbval re-runs every lesson in ``make test``, and test_notebooks checks that the
+    stored run is complete and in order. What remains is nbgrader's verdict on that run, which
+    its Validator gives without a kernel.
+    """
+    notebook = nbformat.read(lesson, as_version=4)
+    unexecuted = [c.metadata.nbgrader["grade_id"] for c in notebook.cells
+                  if c.metadata.get("nbgrader", {}).get("grade") and c.execution_count is None]
+    assert not unexecuted, f"test cells without stored outputs: {unexecuted}; run make notebooks"
+    outcome = assignments.validate(lesson, execute=False)
+    assert outcome.ok, outcome.message
+
+
+def _top_level_bindings(source: str) -> set[str]:
+    """Names a cell binds at module level (not names local to its functions or comprehensions)."""
+    names = set()
+
+    class Bindings(ast.NodeVisitor):
+        def visit_FunctionDef(self, node):
+            names.add(node.name)  # and do not descend: its locals are not the notebook's
+
+        visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+        def visit_Lambda(self, node):
+            pass
+
+        visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_Lambda
+
+        def visit_Name(self, node):
+            if isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+
+        def visit_alias(self, node):
+            names.add((node.asname or node.name).split(".")[0])
+
+    Bindings().visit(ast.parse(source))
+    return names
+
+
+def _stubbed_functions(source: str) -> set[str]:
+    return {node.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)
+            and any(isinstance(n, ast.Raise) and "NotImplementedError" in ast.unparse(n) for n in ast.walk(node))}
+
+
+@pytest.mark.parametrize("instructor_path", [FIXTURE, *LESSONS], ids=lambda p: p.stem)
+def test_every_student_test_cell_depends_on_a_removed_solution(instructor_path, student_dir):
+    """Each visible test uses a name that the student version leaves undefined or stubbed.
+
+    That is why a student version fails ``nbgrader validate`` (proved by execution on the
+    fixture above), checked here without the minutes of executing each lesson: a test cell that
+    uses none of those names would pass on the blank student version and give free points.
+    """
+    instructor = nbformat.read(instructor_path, as_version=4)
+    student = nbformat.read(student_dir / instructor_path.name, as_version=4)
+    unimplemented: set[str] = set()
+    for theirs, ours in zip(instructor.cells, student.cells):
+        meta = ours.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            unimplemented |= _top_level_bindings(theirs.source) - _top_level_bindings(ours.source)
+            unimplemented |= _stubbed_functions(ours.source)
+        elif meta.get("grade"):
+            used = {n.id for n in ast.walk(ast.parse(ours.source)) if isinstance(n, ast.Name)}
+            assert used & unimplemented, (
+                f"{meta['grade_id']} in {instructor_path.name} passes without a solution: it uses none of "
+                f"{sorted(unimplemented)}")
+            unimplemented = set()
+
+
+# --- grading -----------------------------------------------------------------------------------
+
+def _cell(notebook, grade_id):
+    return next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _answer(notebook, grade_id, source):
+    """A copy of ``notebook`` with the solution cell ``grade_id`` holding ``source``."""
+    notebook = copy.deepcopy(notebook)
+    _cell(notebook, grade_id).source = source
+    return notebook
+
+
+def _delete(notebook, grade_id):
+    notebook = copy.deepcopy(notebook)
+    notebook.cells.remove(_cell(notebook, grade_id))
+    return notebook
+
+
+WRONG_MIDI_TO_HZ = ("def midi_to_hz(midi_note):\n"  # right at A4 and on every octave, so the visible
+                    "    return 440.0 * 2.0 ** ((midi_note - 69) // 12)")  # tests pass; middle C is wrong
+WRONG_MAJOR_SCALE = ("def major_scale(root):\n"  # the white keys from the root: right for C only
+                     "    return [n for n in range(root, root + 13) if n % 12 in (0, 2, 4, 5, 7, 9, 11)]")
+FULL_MARKS = {"ex1_midi_to_hz_tests": (2, None), "ex2_major_scale_tests": (3, None), "ex3_span_tests": (1, None)}
+NOT_IMPLEMENTED_3 = "NameError: name 'melody_span' is not defined (after solution cell ex3_span: NotImplementedError)"
+
+# Submission file name -> expected (points, reason) per exercise; None as reason means passed.
+EXPECTED = {
+    "full": FULL_MARKS,
+    "partial": {**FULL_MARKS, "ex2_major_scale_tests": (0, "NotImplementedError"),
+                "ex3_span_tests": (0, NOT_IMPLEMENTED_3)},
+    "wrong": {**FULL_MARKS, "ex1_midi_to_hz_tests": (0, "AssertionError: middle C is about 261.63 Hz"),
+              "ex2_major_scale_tests": (0, "AssertionError: D major has F# and C#")},
+    "exception": {**FULL_MARKS, "ex2_major_scale_tests": (0, "IndexError: list index out of range")},
+    "infinite_loop": {**FULL_MARKS, "ex1_midi_to_hz_tests": (0, f"timed out after {CELL_TIMEOUT_S} s")},
+    "deleted_solution": {**FULL_MARKS, "ex2_major_scale_tests": (0, "solution cell deleted")},
+    "deleted_test": {**FULL_MARKS, "ex3_span_tests": (0, "AssertionError: the melody spans one octave")},
+    "edited_test": {**FULL_MARKS, "ex1_midi_to_hz_tests": (0, "AssertionError: middle C is about 261.63 Hz")},
+    "kernel_death": {**FULL_MARKS, "ex3_span_tests": (
+        0, "not run: the kernel died in an earlier cell (after solution cell ex3_span: "
+           "the kernel died while running this cell)")},
+    "not_a_notebook": {name: (0, "not graded: not a readable notebook (NotJSONError)") for name in FULL_MARKS},
+}
+
+
+@pytest.fixture(scope="module")
+def graded_folder(student_dir, tmp_path_factory):
+    """Sample submissions made from the student version, graded by one command; name -> report."""
+    folder = tmp_path_factory.mktemp("submissions")
+    instructor = nbformat.read(FIXTURE, as_version=4)
+    blank = nbformat.read(student_dir / FIXTURE.name, as_version=4)
+    full = blank
+    for grade_id in grade_ids(instructor, graded=False):
+        full = _answer(full, grade_id, _cell(instructor, grade_id).source)
+    cheating = _answer(full, "ex1_midi_to_hz", WRONG_MIDI_TO_HZ)
+    _cell(cheating, "ex1_midi_to_hz_tests").source = "assert True"
+
+    submissions = {
+        "full": full,
+        "partial": _answer(blank, "ex1_midi_to_hz", _cell(instructor, "ex1_midi_to_hz").source),
+        "wrong": _answer(_answer(full, "ex1_midi_to_hz", WRONG_MIDI_TO_HZ), "ex2_major_scale", WRONG_MAJOR_SCALE),
+        "exception": _answer(full, "ex2_major_scale", "def major_scale(root):\n    steps = [0, 2, 4, 5, 7, 9, 11]\n"
+                                                      "    return [root + steps[i] for i in range(8)]"),
+        "infinite_loop": _answer(full, "ex1_midi_to_hz", "def midi_to_hz(midi_note):\n    while True:\n        pass"),
+        "deleted_solution": _delete(full, "ex2_major_scale"),
+        "deleted_test": _delete(_answer(full, "ex3_span", "melody_span = 11"), "ex3_span_tests"),
+        "edited_test": cheating,
+        "kernel_death": _answer(full, "ex3_span", "import os\nos._exit(1)"),
+    }
+    for name, notebook in submissions.items():
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    (folder / "not_a_notebook.ipynb").write_text("my answers are in the email")
+
+    report_path = folder.parent / f"{folder.name}-grades.json"
+    run_command("grade", str(folder), "--source", str(FIXTURE), "--timeout", str(CELL_TIMEOUT_S),
+                "--json", str(report_path))
+    return {Path(r["notebook"]).stem: r for r in json.loads(report_path.read_text())}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_sample_submission_grades_as_expected(name, graded_folder):
+    report = graded_folder[name]
+    expected = EXPECTED[name]
+    assert {e["grade_id"]: (e["points"], e["reason"]) for e in report["exercises"]} == expected
+    assert report["total"] == sum(points for points, _ in expected.values()) and report["max_total"] == 6
+    assert all(e["passed"] == (e["points"] == e["max_points"]) for e in report["exercises"])
+
+
+def test_every_sample_submission_has_a_report(graded_folder):
+    assert sorted(graded_folder) == sorted(EXPECTED)
+
+
+def test_grading_table_shows_each_exercise_and_total(capsys):
+    run_command("grade", str(FIXTURE), "--source", str(FIXTURE))
+    table = capsys.readouterr().out
+    assert "ex2_major_scale_tests        3/3  passed" in table
+    assert table.rstrip().endswith("total                        6/6")
+
+
+def test_overall_time_limit_stops_a_stuck_submission(student_dir, tmp_path):
+    looping = _answer(nbformat.read(FIXTURE, as_version=4), "ex1_midi_to_hz",
+                      "def midi_to_hz(midi_note):\n    while True:\n        pass")
+    nbformat.write(looping, tmp_path / "scales.ipynb")
+    report = assignments.grade_submission(tmp_path / "scales.ipynb", FIXTURE, cell_timeout=60, total_timeout=3)
+    reasons = [e["reason"] for e in report["exercises"]]
+    assert reasons[0].startswith("timed out after")  # its limit was what was left of the 3 s
+    assert reasons[1:] == ["not run: grading time limit of 3 s reached"] * 2
+
+
+def test_submission_is_matched_to_its_lesson_by_file_name(tmp_path):
+    lessons = FIXTURE.parent
+    assert assignments.find_instructor_notebook(tmp_path / "scales.ipynb", lessons) == FIXTURE
+    assert assignments.find_instructor_notebook(tmp_path / "alice_scales_v2.ipynb", lessons) == FIXTURE
+    with pytest.raises(ValueError, match="no instructor notebook .* matches chords.ipynb .*pass --source"):
+        assignments.find_instructor_notebook(tmp_path / "chords.ipynb", lessons)
+
+
+def test_grader_misuse_is_an_error_not_a_zero(tmp_path):
+    """Errors the command line turns into exit status 2 with the message (a failing submission exits 0)."""
+    with pytest.raises(FileNotFoundError, match="no notebook at"):
+        run_command("grade", str(tmp_path / "missing.ipynb"), "--source", str(FIXTURE))
+    (tmp_path / "scales.ipynb").write_text("{not json")
+    with pytest.raises(assignments.NotANotebookError, match="is not a readable notebook"):
+        run_command("grade", str(tmp_path / "scales.ipynb"), "--source", str(FIXTURE))
+    with pytest.raises(ValueError, match="has no autograded test cells"):
+        assignments.grade_submission(FIXTURE, instructor_notebook=_notebook_without_tests(tmp_path))
+
+
+def _notebook_without_tests(folder: Path) -> Path:
+    path = folder / "prose.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("no exercises")]), path)
+    return path

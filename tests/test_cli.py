@@ -1,0 +1,38 @@
+"""The command line and `make demo`'s output."""
+
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+
+from mlm_lessons import cli
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "mlm_lessons", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("data", "demo", "notebooks"):
+        assert command in result.stdout
+
+
+def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "--preset", "huge", "--out", str(tmp_path / "d"), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_demo_writes_clips_captions_picture_and_page(tmp_path):
+    cli.main(["demo", "--out", str(tmp_path), "--num-clips", "2", "--seconds", "1.5"])
+    wavs = sorted(tmp_path.glob("clip-*.wav"))
+    assert len(wavs) == 2
+    info = sf.info(wavs[0])
+    assert info.samplerate == 16_000 and info.frames == 24_000
+    captions = (tmp_path / "captions.tsv").read_text().strip().splitlines()
+    assert [line.split("\t")[0] for line in captions] == ["clip-00.wav", "clip-01.wav"]
+    assert all(len(line.split("\t")[1].split()) >= 5 for line in captions)
+    assert (tmp_path / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<audio") == 2
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -1,0 +1,318 @@
+"""Writing and reading SynthCaps; loading MusicCaps captions and matching local audio."""
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from mlm_lessons import captions, datasets, synth
+
+FIXTURE_CSV = Path(__file__).parent / "fixtures" / "musiccaps-sample.csv"
+SMALL = dict(num_clips=12, seed=3, clip_seconds=1.0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def synthcaps(tmp_path_factory) -> Path:
+    """A 12-clip, 1-second SynthCaps folder shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("synthcaps")
+    datasets.write_synthcaps(root, **SMALL)
+    return root
+
+
+def read_rows(root: Path) -> list[dict]:
+    with open(root / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- writing ---------------------------------------------------------------------
+
+def test_manifest_has_musiccaps_columns_then_ours(synthcaps):
+    with open(synthcaps / "manifest.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert tuple(header[:9]) == datasets.MUSICCAPS_COLUMNS
+    assert tuple(header) == datasets.SYNTHCAPS_COLUMNS
+    rows = read_rows(synthcaps)
+    assert len(rows) == 12
+    assert [row["ytid"] for row in rows] == [f"synth-{i:06d}" for i in range(12)]
+    for row in rows:
+        info = sf.info(str(synthcaps / row["path"]))
+        assert (info.frames, info.samplerate, info.channels) == (16_000, 16_000, 1)
+        assert (row["start_s"], row["end_s"]) == ("0", "1")
+        assert row["is_audioset_eval"] == str(row["split"] == "test")
+
+
+def test_the_same_settings_give_byte_identical_files(synthcaps, tmp_path):
+    datasets.write_synthcaps(tmp_path / "again", **SMALL)
+    assert folder_bytes(tmp_path / "again") == folder_bytes(synthcaps)
+
+
+def test_another_seed_gives_other_music(synthcaps, tmp_path):
+    datasets.write_synthcaps(tmp_path / "other", **{**SMALL, "seed": 4})
+    first = sf.read(str(synthcaps / "audio" / "synth-000000.wav"))[0]
+    other = sf.read(str(tmp_path / "other" / "audio" / "synth-000000.wav"))[0]
+    assert not np.allclose(first, other)
+
+
+def test_leads_and_moods_are_balanced():
+    clips = datasets.plan_synthcaps(num_clips=60, seed=0)
+    leads = {lead: sum(c.attributes.lead == lead for c in clips) for lead in synth.INSTRUMENTS}
+    moods = {mood: sum(c.attributes.mood == mood for c in clips) for mood in synth.MOODS}
+    assert set(leads.values()) == {6} and set(moods.values()) == {10}
+
+
+def test_manifest_attributes_and_seed_reproduce_the_audio(synthcaps):
+    """The attributes are *known*: re-rendering a row gives its wav (to 16-bit precision)."""
+    record = datasets.read_synthcaps_manifest(synthcaps)[5]
+    wave = synth.render(record.attributes, seconds=1.0, sample_rate=16_000, seed=record.seed)
+    stored = sf.read(str(record.path), dtype="float32")[0]
+    np.testing.assert_allclose(stored, wave, atol=1.0 / 2 ** 15)
+
+
+def test_an_interrupted_run_leaves_no_manifest_and_resumes(synthcaps, tmp_path, monkeypatch):
+    root = tmp_path / "interrupted"
+    real_render = synth.render
+    calls = []
+
+    def render_then_ctrl_c(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "render", render_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.write_synthcaps(root, **SMALL)
+    assert not (root / "manifest.csv").exists()
+    assert len(list((root / "audio").glob("*.wav"))) == 5
+    assert not [p for p in root.rglob("*") if p.name.startswith(".") and p.suffix != ".json"]
+
+    monkeypatch.setattr(synth, "render", real_render)
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "audio").glob("*.wav")}
+    datasets.write_synthcaps(root, **SMALL)
+    assert folder_bytes(root) == folder_bytes(synthcaps)
+    assert all((root / "audio" / name).stat().st_mtime_ns == mtime for name, mtime in before.items())
+
+
+def test_a_truncated_wav_is_rendered_again(synthcaps, tmp_path):
+    root = tmp_path / "damaged"
+    datasets.write_synthcaps(root, **SMALL)
+    damaged = root / "audio" / "synth-000002.wav"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    datasets.write_synthcaps(root, **SMALL)
+    assert folder_bytes(root) == folder_bytes(synthcaps)
+
+
+def test_a_folder_made_with_other_settings_is_refused(synthcaps):
+    with pytest.raises(ValueError, match="different settings.*seed"):
+        datasets.write_synthcaps(synthcaps, **{**SMALL, "seed": 99})
+
+
+def test_ensure_synthcaps_generates_only_when_missing(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_write(folder, preset, progress):
+        calls.append(preset)
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "manifest.csv").write_text("")
+
+    monkeypatch.setattr(datasets, "write_synthcaps", fake_write)
+    assert datasets.ensure_synthcaps("tiny", root=tmp_path) == tmp_path / "synthcaps-tiny"
+    assert datasets.ensure_synthcaps("tiny", root=tmp_path) == tmp_path / "synthcaps-tiny"
+    assert calls == ["tiny"]
+
+
+# --- splits ---------------------------------------------------------------------
+
+def test_no_clip_group_or_seed_is_in_two_splits_and_fractions_hold(synthcaps):
+    rows = read_rows(synthcaps)
+    for key in ("ytid", "group", "seed", "path"):
+        splits_of = {}
+        for row in rows:
+            splits_of.setdefault(row[key], set()).add(row["split"])
+        assert all(len(s) == 1 for s in splits_of.values()), key
+    counts = {split: sum(row["split"] == split for row in rows) for split in datasets.SPLITS}
+    assert counts == {"train": 10, "valid": 1, "test": 1}     # round(12 * 0.1) each
+
+
+def test_assign_splits_keeps_groups_whole_with_exact_fractions():
+    rng = np.random.default_rng(0)
+    groups = [f"song-{g}" for g in rng.integers(0, 400, 2000)]      # several excerpts per song
+    strata = [f"lead-{int(g.split('-')[1]) % 8}" for g in groups]
+    splits = datasets.assign_splits(groups, valid_fraction=0.1, test_fraction=0.2, seed=1, strata=strata)
+    split_of = {}
+    for group, split in zip(groups, splits):
+        assert split_of.setdefault(group, split) == split
+    n_groups = len(split_of)
+    assert sum(s == "test" for s in split_of.values()) == round(0.2 * n_groups)
+    assert sum(s == "valid" for s in split_of.values()) == round(0.1 * n_groups)
+    # Every stratum is represented in test, roughly in proportion.
+    test_strata = [stratum for stratum, split in zip(strata, splits) if split == "test"]
+    assert len(set(test_strata)) == 8
+    assert splits == datasets.assign_splits(groups, 0.1, 0.2, seed=1, strata=strata)
+    assert splits != datasets.assign_splits(groups, 0.1, 0.2, seed=2, strata=strata)
+
+
+def test_assign_splits_rejects_impossible_fractions():
+    with pytest.raises(ValueError, match="sum < 1"):
+        datasets.assign_splits(["a", "b"], valid_fraction=0.6, test_fraction=0.5)
+
+
+# --- reading SynthCaps -------------------------------------------------------------
+
+def test_dataset_items(synthcaps):
+    train = datasets.SynthCapsDataset(synthcaps, split="train")
+    assert len(train) == 10
+    assert len(train) + len(datasets.SynthCapsDataset(synthcaps, "valid")) + len(
+        datasets.SynthCapsDataset(synthcaps, "test")) == len(datasets.SynthCapsDataset(synthcaps, "all"))
+    item = train[0]
+    assert set(item) == {"audio", "caption", "aspects", "attributes", "ytid"}
+    assert item["audio"].dtype == torch.float32 and item["audio"].shape == (16_000,)
+    lead_names = captions.LEAD_NAMES[item["attributes"]["lead"]]
+    assert any(name in item["caption"].lower() for name in lead_names)
+    assert "instrumental" in item["aspects"]
+    synth.SynthAttributes(**item["attributes"])          # a complete, valid set of attributes
+
+
+def test_dataset_resamples_and_transforms(synthcaps):
+    dataset = datasets.SynthCapsDataset(synthcaps, "all", sample_rate=8000, transform=lambda w: w[:100] * 2)
+    assert dataset[0]["audio"].shape == (100,)
+    assert datasets.SynthCapsDataset(synthcaps, "all", sample_rate=8000)[0]["audio"].shape == (8000,)
+
+
+def test_dataloader_batches_with_collate_clips(synthcaps):
+    loader = DataLoader(datasets.SynthCapsDataset(synthcaps), batch_size=4, collate_fn=datasets.collate_clips)
+    batch = next(iter(loader))
+    assert batch["audio"].shape == (4, 16_000)
+    assert batch["lengths"].tolist() == [16_000] * 4
+    assert len(batch["caption"]) == 4 and isinstance(batch["aspects"][0], list)
+
+
+def test_collate_pads_clips_of_different_lengths():
+    batch = datasets.collate_clips([{"audio": torch.ones(3), "ytid": "a"}, {"audio": torch.ones(5), "ytid": "b"}])
+    assert batch["audio"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["lengths"].tolist() == [3, 5] and batch["ytid"] == ["a", "b"]
+
+
+def test_missing_folder_says_how_to_make_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m mlm_lessons data --preset tiny"):
+        datasets.SynthCapsDataset(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="python -m mlm_lessons data"):
+        datasets.SynthCapsDataset(tmp_path)            # a folder, but no manifest
+
+
+def test_unknown_split_and_missing_columns_are_errors(synthcaps, tmp_path):
+    with pytest.raises(ValueError, match="split must be one of"):
+        datasets.SynthCapsDataset(synthcaps, split="validation")
+    (tmp_path / "manifest.csv").write_text("ytid,caption\nx,y\n")
+    with pytest.raises(ValueError, match="missing column.*'lead'"):
+        datasets.SynthCapsDataset(tmp_path)
+
+
+# --- MusicCaps ---------------------------------------------------------------------
+
+def test_load_musiccaps_parses_types():
+    records = datasets.load_musiccaps(FIXTURE_CSV)
+    assert len(records) == 7
+    first = records[0]
+    assert (first.ytid, first.start_s, first.end_s, first.author_id) == ("aB3-xY_9kLm", 30, 40, 3)
+    assert first.aspect_list == ["violin", "slow tempo", "calming", "instrumental", "no voice"]
+    assert first.audioset_positive_labels == ["/m/04rlf", "/m/07y_7"]
+    assert first.is_audioset_eval is True and first.is_balanced_subset is False and first.split == "test"
+    assert records[2].audioset_positive_labels == []
+    assert "children's song" in records[3].aspect_list
+    assert datasets.aspect_counts(records)["fast tempo"] == 2
+
+
+def test_load_musiccaps_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="musiccaps-public.csv"):
+        datasets.load_musiccaps(tmp_path / "missing.csv")
+    (tmp_path / "cols.csv").write_text("ytid,caption\nabc,hello\n")
+    with pytest.raises(ValueError, match="missing column.*aspect_list"):
+        datasets.load_musiccaps(tmp_path / "cols.csv")
+    lines = FIXTURE_CSV.read_text().splitlines()
+    (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + [lines[3].replace(",False,False", ",maybe,False")]))
+    with pytest.raises(ValueError, match="line 4.*True or False"):
+        datasets.load_musiccaps(tmp_path / "bad.csv")
+
+
+def test_musiccaps_reader_also_reads_a_synthcaps_manifest(synthcaps):
+    records = datasets.load_musiccaps(synthcaps / "manifest.csv")
+    assert len(records) == 12
+    assert sum(r.split == "test" for r in records) == 1
+
+
+def test_musiccaps_dataset_splits_and_captions_only():
+    everything = datasets.MusicCapsDataset(FIXTURE_CSV)
+    test = datasets.MusicCapsDataset(FIXTURE_CSV, split="test")
+    train = datasets.MusicCapsDataset(FIXTURE_CSV, split="train")
+    assert (len(everything), len(test), len(train)) == (7, 3, 4)
+    assert "audio" not in test[0] and test[0]["split"] == "test"
+    with pytest.raises(ValueError, match="is_audioset_eval"):
+        datasets.MusicCapsDataset(FIXTURE_CSV, split="valid")
+
+
+def test_musiccaps_dataset_matches_local_audio_files(tmp_path):
+    rate = 8000
+    tone = np.sin(np.arange(10 * rate) / rate * 2 * np.pi * 440).astype(np.float32) * 0.5
+    sf.write(tmp_path / "aB3-xY_9kLm.wav", tone, rate)
+    (tmp_path / "nested").mkdir()
+    sf.write(tmp_path / "nested" / "_zz0123abcd_12-22.flac", tone, rate)
+    sf.write(tmp_path / "Q-7_hT2mZpw-[0-10].wav", tone, rate)
+    # A whole 120 s video: the captioned clip is 100-110 s, marked by a louder tone.
+    video = np.zeros(120 * rate, dtype=np.float32)
+    video[100 * rate:110 * rate] = 0.8
+    sf.write(tmp_path / "r4nd0mID-01.wav", video, rate)
+    sf.write(tmp_path / "not-a-musiccaps-id.wav", tone, rate)
+
+    dataset = datasets.MusicCapsDataset(FIXTURE_CSV, audio_dir=tmp_path, sample_rate=rate)
+    assert (dataset.num_matched, dataset.num_missing) == (4, 3)
+    assert "audio for 4 of 7" in repr(dataset)
+    items = {item["ytid"]: item for item in dataset}
+    assert set(items) == {"aB3-xY_9kLm", "_zz0123abcd", "Q-7_hT2mZpw", "r4nd0mID-01"}
+    assert items["aB3-xY_9kLm"]["audio"].shape == (10 * rate,)
+    cut = items["r4nd0mID-01"]["audio"]
+    assert cut.shape == (10 * rate,) and float(cut.min()) > 0.7
+    assert datasets.MusicCapsDataset(FIXTURE_CSV, audio_dir=tmp_path, split="test",
+                                     sample_rate=rate).num_matched == 1
+
+
+def test_musiccaps_dataset_without_any_match_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="<ytid>.wav"):
+        datasets.MusicCapsDataset(FIXTURE_CSV, audio_dir=tmp_path)
+
+
+# --- the real MusicCaps file (skipped where it is absent) -----------------------------
+
+@pytest.fixture(scope="module")
+def musiccaps_csv() -> Path:
+    path = Path(os.environ["MUSICCAPS_CSV"]) if os.environ.get("MUSICCAPS_CSV") else (
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "musiccaps-public.csv")
+    if not path.is_file():
+        pytest.skip(f"MusicCaps CSV not found at {path}; set MUSICCAPS_CSV to its path to run these tests")
+    return path
+
+
+def test_real_musiccaps_loads_completely(musiccaps_csv):
+    records = datasets.load_musiccaps(musiccaps_csv)
+    assert len(records) == 5521
+    assert len({r.ytid for r in records}) == 5521
+    assert all(r.aspect_list and r.caption and r.end_s - r.start_s == 10 for r in records)
+    assert sum(r.split == "test" for r in records) == 2858
+    assert sum(r.is_balanced_subset for r in records) == 1000
+    assert datasets.aspect_counts(records).most_common(1)[0][0] == "low quality"
+
+
+def test_find_musiccaps_csv_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MUSICCAPS_CSV", str(FIXTURE_CSV))
+    assert datasets.find_musiccaps_csv() == FIXTURE_CSV
+    monkeypatch.setenv("MUSICCAPS_CSV", str(tmp_path / "absent.csv"))
+    assert datasets.find_musiccaps_csv() is None

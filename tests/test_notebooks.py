@@ -1,0 +1,68 @@
+"""Static checks of the stored lessons (nbval executes them; these check their form).
+
+* each notebook is what ``tools/build_notebook.py`` makes from its text source, so the
+  two cannot drift apart;
+* stored outputs exist with execution counts (nbval needs them; GitHub shows them);
+* exercises use nbgrader's format: every solution cell has markers and is followed by
+  a graded test cell with points.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON_SOURCES = sorted((ROOT / "tools" / "lessons").glob("*.py"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
+build_notebook = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_notebook)
+
+
+def test_every_lesson_source_has_a_notebook_and_back():
+    assert LESSON_SOURCES, "no lessons found in tools/lessons"
+    assert {p.stem for p in LESSON_SOURCES} == {p.stem for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("source", LESSON_SOURCES, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(source):
+    stored = nbformat.read(ROOT / "notebooks" / f"{source.stem}.ipynb", as_version=4)
+    built = build_notebook.parse_cells(source.read_text())
+    assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built], (
+        f"notebooks/{source.stem}.ipynb differs from {source.relative_to(ROOT)}; rebuild it with "
+        f"python tools/build_notebook.py {source.relative_to(ROOT)} && make notebooks"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_are_stored_in_order(path):
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name} is not executed top to bottom; run make notebooks"
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{path.name} stores an error output: {errors[0].get('ename')}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_use_the_nbgrader_format(path):
+    cells = nbformat.read(path, as_version=4).cells
+    grade_ids = []
+    for index, cell in enumerate(cells):
+        meta = cell.metadata.get("nbgrader")
+        if not meta:
+            continue
+        grade_ids.append(meta["grade_id"])
+        if meta["solution"]:
+            assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+            following = next(c for c in cells[index + 1:] if c.cell_type == "code")
+            test_meta = following.metadata.get("nbgrader", {})
+            assert test_meta.get("grade") and test_meta.get("points", 0) > 0, (
+                f"solution cell {meta['grade_id']} in {path.name} is not followed by a graded test cell")
+        if meta["grade"]:
+            assert meta["locked"] and "assert" in cell.source
+    assert grade_ids, f"{path.name} has no exercises"
+    assert len(grade_ids) == len(set(grade_ids)), f"duplicate grade_id in {path.name}"

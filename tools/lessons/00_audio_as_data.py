@@ -1,0 +1,503 @@
+# %% [markdown]
+# # Lesson 00 — Welcome, and audio as data
+#
+# **Build MusicLM** is a course in ten notebooks. Each one builds one idea that Google's
+# [MusicLM](https://arxiv.org/abs/2301.11325) (Agostinelli et al., 2023) depends on, first from
+# scratch in small cells and then as part of the tested `mlm_lessons` package; the last notebook
+# assembles the pieces into a text-to-music pipeline.
+#
+# **Goals of this lesson.** By the end you can
+# 1. say what a digital waveform is and why 16,000 numbers make one second of sound;
+# 2. predict when sampling goes wrong (aliasing) and hear it happen;
+# 3. compute a short-time Fourier transform and a log-mel spectrogram by hand and check them
+#    against the library;
+# 4. load the course's music data, **SynthCaps**, and the real **MusicCaps** captions, and describe
+#    what people say about music.
+#
+# **Prerequisites.** Python and NumPy; a little linear algebra (a dot product) and complex
+# numbers ($e^{i\theta} = \cos\theta + i\sin\theta$). No GPU: every lesson runs on a laptop CPU
+# in about three minutes.
+#
+# ## How to use the course
+# | # | notebook | what you build |
+# |---|---|---|
+# | 00 | audio as data (this one) | waveforms, sampling, STFT, mel; the course data |
+# | 01 | attention & transformers | attention from scratch, an encoder–decoder on melodies |
+# | 02 | autoregressive models | a decoder-only language model and its sampling |
+# | 03 | GANs | adversarial training; the discriminator as a learned loss |
+# | 04 | VAEs and the ELBO | latent variable models and the evidence lower bound |
+# | 05 | vector quantisation & SoundStream | a neural audio codec and its tokens |
+# | 06 | w2v-BERT & semantic tokens | self-supervised audio features and k-means tokens |
+# | 07 | MuLan | a joint text–music embedding trained contrastively |
+# | 08 | the MusicLM stages | semantic, coarse and fine token models |
+# | 09 | the full pipeline | text → music, and how to evaluate it |
+#
+# Run the cells in order (*Run → Run All Cells* works too). Cells marked **Exercise** are yours:
+# replace the `raise NotImplementedError()` with your code and run the test cell below it; the
+# tests check properties of your answer, not its exact text. Everything you build here also
+# lives in `mlm_lessons`, so a later lesson never depends on your exercise being right.
+
+# %% [markdown]
+# ## Set-up
+# One cell holds every setting of the lesson. The defaults suit a laptop CPU; on a machine with
+# a GPU you would change `PRESET` (this lesson does no training, so the CPU is all it needs).
+
+# %%
+import math
+import os
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torchaudio
+from IPython.display import display
+
+from mlm_lessons import audio, captions, config, datasets, synth, viz
+
+PRESET = "tiny"                 # "tiny" on a CPU; "small" on one GPU (see mlm_lessons.config)
+SEED = 0
+DATA_ROOT = Path("..") / "data"
+
+np.random.seed(SEED)
+torch.manual_seed(SEED)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+plt.rcParams["figure.dpi"] = 72
+viz.use_compact_inline_figures()  # JPEG figures keep the stored notebook small
+SAMPLE_RATE = config.get_preset(PRESET).data.sample_rate
+print(f"preset {PRESET!r}: audio at {SAMPLE_RATE} Hz")
+
+# %% [markdown]
+# ## 1. Sound as numbers
+#
+# Sound is a pressure wave. A microphone turns pressure into a voltage and an
+# analogue-to-digital converter measures that voltage $f_s$ times a second, the **sample rate**.
+# A digital recording is just the list of measurements $x[n] = x(n / f_s)$, $n = 0, 1, 2, \dots$
+#
+# The simplest sound is a pure tone, $x(t) = A \sin(2\pi f t)$: amplitude $A$ (loudness),
+# frequency $f$ in hertz (pitch). Musical pitches are spaced geometrically: each octave doubles
+# the frequency and is divided into 12 equal semitones, so MIDI note $m$ sounds at
+# $$f(m) = 440\,\text{Hz} \cdot 2^{(m - 69)/12},$$
+# with $m = 69$ the A above middle C. Let us make one second of that A.
+
+# %%
+def sine(frequency_hz, seconds=1.0, sample_rate=SAMPLE_RATE, amplitude=0.5):
+    """A pure tone as a (time,) float32 tensor."""
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    return amplitude * torch.sin(2 * math.pi * frequency_hz * t)
+
+a4 = sine(440.0)
+print(f"{a4.numel()} samples, dtype {a4.dtype}, range [{a4.min():.2f}, {a4.max():.2f}]")
+
+# %% [markdown]
+# Sixteen thousand numbers. Plotted against time, the first 10 ms show 4.4 periods of the wave;
+# the dots are the samples, the line is what the loudspeaker will reconstruct between them.
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 2.5))
+viz.plot_waveform(a4, SAMPLE_RATE, ax=ax, seconds=(0, 0.01), title="A4 = 440 Hz, first 10 ms")
+ax.plot(np.arange(160) / SAMPLE_RATE, a4[:160], ".", markersize=3, label="samples")
+ax.legend(loc="upper right")
+plt.show()
+viz.play(a4, SAMPLE_RATE)
+
+# %% [markdown]
+# Real instruments are not pure tones. A note from a violin or a piano is a sum of
+# **harmonics** at integer multiples of the fundamental, and their relative strengths, with how
+# they change over time (the **envelope**), are most of what makes a *timbre*. The course's
+# renderer, `mlm_lessons.synth`, builds its instruments from exactly these ingredients. Here are
+# three of them playing the same A4: the same period (2.27 ms) in every waveform, a different
+# shape within it, and so a different set of harmonics.
+
+# %%
+leads = ["flute", "violin", "distorted electric guitar"]
+fig, axes = plt.subplots(2, 3, figsize=(12, 4.5))
+notes = {}
+for column, lead in enumerate(leads):
+    notes[lead] = torch.from_numpy(synth.render_note(lead, pitch=69, seconds=1.0, sample_rate=SAMPLE_RATE))
+    viz.plot_waveform(notes[lead], SAMPLE_RATE, ax=axes[0, column], seconds=(0.5, 0.51), title=f"{lead}: 10 ms")
+    spectrum = torch.fft.rfft(notes[lead][4_000:12_000] * torch.hann_window(8_000)).abs()
+    freqs = torch.fft.rfftfreq(8_000, 1 / SAMPLE_RATE)
+    axes[1, column].plot(freqs, 20 * torch.log10(spectrum / spectrum.max() + 1e-6), linewidth=0.8)
+    axes[1, column].set(xlim=(0, 5_000), ylim=(-80, 5), xlabel="frequency (Hz)", ylabel="dB re. max",
+                        title="harmonics at multiples of 440 Hz")
+plt.tight_layout()
+plt.show()
+display(*(viz.play(notes[lead], SAMPLE_RATE) for lead in leads))
+
+# %% [markdown]
+# ## 2. Sampling and aliasing
+#
+# How fast must we sample? The **Nyquist–Shannon theorem** says a signal containing no
+# frequency above $B$ is determined exactly by samples taken at $f_s > 2B$. The limit
+# $f_s / 2$ is the **Nyquist frequency**: 8 kHz for our 16 kHz audio, 12 kHz for the 24 kHz
+# audio MusicLM generates.
+#
+# Above it, sampling lies. The samples of $\cos(2\pi f n / f_s)$ are identical to those of
+# $\cos(2\pi (f_s - f) n / f_s)$, because $\cos(2\pi n - \theta) = \cos\theta$ for integer $n$. A
+# 7 kHz tone sampled at 8 kHz therefore comes out as a 1 kHz tone: it **aliases**.
+# `audio.aliased_frequency` folds any frequency into the band $[0, f_s/2]$; let us check its
+# prediction against what a Fourier transform of the samples actually shows.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def peak_frequency(wave, sample_rate):
+    spectrum = np.abs(np.fft.rfft(np.asarray(wave)))
+    return np.argmax(spectrum) * sample_rate / len(wave)
+
+low_rate = 8_000
+for tone_hz in [440, 3_000, 5_000, 7_000]:
+    heard = peak_frequency(sine(tone_hz, sample_rate=low_rate), low_rate)
+    predicted = audio.aliased_frequency(tone_hz, low_rate)
+    print(f"{tone_hz:>5} Hz sampled at {low_rate} Hz -> heard at {heard:6.0f} Hz (predicted {predicted:6.0f} Hz)")
+    assert abs(heard - predicted) <= 1
+
+# %% [markdown]
+# Listen: a rising sweep from 100 Hz to 11 kHz, sampled properly at 24 kHz and then naively at
+# 8 kHz. In the naive version the pitch climbs to 4 kHz, *turns round* and falls, then climbs
+# again: every frequency above Nyquist is folded back into the band. This is why every
+# resampler (including `audio.resample`, which uses torchaudio's windowed-sinc filter) removes
+# content above the new Nyquist frequency *before* it drops samples.
+
+# %%
+def sweep(sample_rate, seconds=2.0, start_hz=100.0, end_hz=11_000.0):
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    phase = 2 * math.pi * (start_hz * t + (end_hz - start_hz) * t**2 / (2 * seconds))
+    return 0.4 * torch.sin(phase)
+
+proper, naive = sweep(24_000), sweep(8_000)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+viz.plot_spectrogram(proper, 24_000, ax=axes[0], title="sampled at 24 kHz (MusicLM's rate)")
+viz.plot_spectrogram(naive, 8_000, ax=axes[1], title="sampled at 8 kHz: folds at 4 kHz")
+plt.tight_layout()
+plt.show()
+display(viz.play(proper, 24_000), viz.play(naive, 8_000))
+
+# %% [markdown]
+# ## 3. From waveform to spectrogram
+#
+# ### The discrete Fourier transform
+# The DFT of $N$ samples measures how much of each frequency $k f_s / N$ they contain:
+# $$X[k] = \sum_{n=0}^{N-1} x[n]\, e^{-2\pi i k n / N}, \qquad k = 0, \dots, N-1.$$
+# Each $X[k]$ is a dot product of the signal with a complex sinusoid, so the whole transform is
+# one matrix product. Written out, it is four lines; the FFT computes the same numbers in
+# $O(N \log N)$ instead of $O(N^2)$.
+
+# %%
+def dft(x):
+    """Discrete Fourier transform of a (N,) real signal, as a (N,) complex tensor."""
+    n = torch.arange(len(x), dtype=torch.float64)
+    basis = torch.exp(-2j * math.pi * torch.outer(n, n) / len(x))  # (N, N) complex sinusoids
+    return basis @ x.to(torch.complex128)
+
+frame = a4[:512].double()
+torch.testing.assert_close(dft(frame), torch.fft.fft(frame))
+print("our DFT equals torch.fft.fft")
+
+# %% [markdown]
+# ### The short-time Fourier transform
+# A whole song's DFT tells *which* frequencies occur but not *when*. The STFT cuts the signal
+# into overlapping frames of `n_fft` samples, `hop_length` apart, multiplies each by a smooth
+# window $w$ (a Hann window, so the frame edges do not add spurious frequencies), and takes the
+# DFT of each:
+# $$X[m, k] = \sum_{n=0}^{N-1} w[n]\, x[n + mH]\, e^{-2\pi i k n / N}.$$
+# Because the input is real, bins $k > N/2$ mirror bins below, so we keep $N/2 + 1$ of them. We
+# also pad the signal by $N/2$ at both ends (reflecting it) so frame $m$ is *centred* on sample
+# $mH$: that is `torch.stft`'s convention, and the package's `audio.stft`.
+
+# %%
+def my_stft(x, n_fft=1024, hop_length=256):
+    """STFT of a (time,) signal -> (n_fft // 2 + 1, frames) complex."""
+    padded = torch.nn.functional.pad(x[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0, 0]
+    frames = padded.unfold(0, n_fft, hop_length)                   # (frames, n_fft)
+    window = torch.hann_window(n_fft)
+    return torch.fft.rfft(frames * window, dim=-1).T               # (n_fft // 2 + 1, frames)
+
+clip_attrs = synth.sample_attributes(np.random.default_rng(SEED), lead="piano", backing=("bass",), mood="calming")
+clip = torch.from_numpy(synth.render(clip_attrs, seconds=4.0, sample_rate=SAMPLE_RATE, seed=SEED))
+ours, package = my_stft(clip), audio.stft(clip)
+torch.testing.assert_close(ours, package, atol=1e-4, rtol=1e-4)
+print(f"STFT of a 4 s clip: {tuple(ours.shape)} = (frequency bins, frames); matches audio.stft")
+
+# %% [markdown]
+# The magnitude $|X[m, k]|$ in decibels is the **spectrogram**: time across, frequency up. The
+# window length sets a trade-off you can see: a long window resolves close frequencies but
+# smears fast events; a short one does the opposite (the uncertainty principle of signal
+# processing). Compare the piano's harmonics, horizontal lines, with the note onsets, vertical
+# edges.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+for ax, n_fft in zip(axes, [256, 2048]):
+    viz.plot_spectrogram(clip, SAMPLE_RATE, ax=ax, n_fft=n_fft, hop_length=n_fft // 4, max_hz=4_000,
+                         title=f"n_fft = {n_fft} ({1000 * n_fft / SAMPLE_RATE:.0f} ms window)")
+plt.tight_layout()
+plt.show()
+print(captions.caption(clip_attrs, np.random.default_rng(SEED)))
+
+# %% [markdown]
+# ### The mel scale
+# Hearing is roughly logarithmic in frequency: 100 → 200 Hz sounds like as big a step as
+# 1,000 → 2,000 Hz. The **mel scale** models this. In the common "HTK" form
+# $$\text{mel}(f) = 2595 \log_{10}\!\left(1 + \frac{f}{700}\right);$$
+# the Slaney form used by librosa and by `audio.log_mel` is linear below 1 kHz and logarithmic
+# above. A **mel filterbank** is a set of triangular filters equally spaced in mel; multiplying
+# the power spectrogram by it pools the linear-frequency bins into a few dozen perceptual bands.
+# Let us build the HTK version and check it against torchaudio.
+
+# %%
+def hz_to_mel(f):
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+def mel_to_hz(m):
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+def mel_filterbank(n_fft, n_mels, sample_rate):
+    """Triangular filters, shape (n_fft // 2 + 1, n_mels), peaks equally spaced in mel."""
+    bin_hz = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges_hz = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(0.0)), hz_to_mel(torch.tensor(sample_rate / 2)),
+                                        n_mels + 2))
+    lower, centre, upper = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]
+    rising = (bin_hz[:, None] - lower) / (centre - lower)
+    falling = (upper - bin_hz[:, None]) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+ours = mel_filterbank(1024, 64, SAMPLE_RATE)
+reference = torchaudio.functional.melscale_fbanks(513, 0.0, SAMPLE_RATE / 2, 64, SAMPLE_RATE, mel_scale="htk")
+torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
+print(f"filterbank {tuple(ours.shape)} matches torchaudio's")
+
+fig, ax = plt.subplots(figsize=(8, 2.5))
+ax.plot(torch.linspace(0, SAMPLE_RATE / 2, 513), ours[:, ::4])
+ax.set(xlabel="frequency (Hz)", ylabel="weight", title="every 4th of 64 mel filters: narrow at the bottom, wide at the top")
+plt.show()
+
+# %% [markdown]
+# ### Log-mel spectrograms
+# Taking the log of the pooled power compresses its enormous dynamic range (a whisper and a
+# shout differ by a factor of about $10^6$ in power) into something a neural network can digest.
+# The result, a `(n_mels, frames)` image, is the input of MuLan's audio tower (lesson 07) and of
+# the classifier behind the evaluation metrics (lesson 09). Can you still hear the music in it?
+# Griffin-Lim (Griffin & Lim, 1984) guesses the phase the mel image threw away; the result is
+# recognisable but "phasey", which is one reason MusicLM generates *codec tokens* (lesson 05),
+# not spectrograms.
+
+# %%
+mel = audio.log_mel(clip, SAMPLE_RATE, n_mels=64)
+rebuilt = audio.mel_to_audio(mel, SAMPLE_RATE, n_iter=32)
+fig, ax = plt.subplots(figsize=(8, 3))
+viz.plot_mel(mel, SAMPLE_RATE, ax=ax, title=f"log-mel spectrogram, {tuple(mel.shape)}")
+plt.show()
+three_seconds = 3 * SAMPLE_RATE  # players embed the audio in the notebook: keep them short
+display(viz.play(clip[:three_seconds], SAMPLE_RATE), viz.play(rebuilt[:three_seconds], SAMPLE_RATE))
+
+# %% [markdown]
+# ## 4. The course data: SynthCaps
+#
+# MusicLM was trained on 280,000 hours of music, which nobody can download for a course. So the
+# course makes its own: `mlm_lessons.synth` renders music from a seed and a set of **known
+# attributes** (lead instrument, backing, tempo, key and mode, register, loudness, mood), and
+# `mlm_lessons.captions` describes each clip in the style of MusicCaps. Because we know the
+# attributes exactly, later lessons can *measure* whether generated music follows its text.
+#
+# The first call renders the `tiny` preset (a few hundred short clips) into `data/`; later calls
+# just read it. The same command works from a terminal:
+# `python -m mlm_lessons data --preset tiny --out data/synthcaps-tiny`.
+
+# %%
+dataset_dir = datasets.ensure_synthcaps(PRESET, root=DATA_ROOT)
+splits = {name: datasets.SynthCapsDataset(dataset_dir, split=name) for name in ["train", "valid", "test"]}
+print({name: len(split) for name, split in splits.items()})
+
+# %% [markdown]
+# Each example is a dictionary: the audio, its caption, the MusicCaps-style aspect list, and the
+# attributes the renderer used.
+
+# %%
+example = splits["train"][0]
+print(f"audio {tuple(example['audio'].shape)} at {SAMPLE_RATE} Hz")
+print("caption:   ", example["caption"])
+print("aspects:   ", example["aspects"])
+print("attributes:", example["attributes"])
+viz.play(example["audio"][:three_seconds], SAMPLE_RATE)
+
+# %% [markdown]
+# A few more, with their spectrograms. Listen for the lead instrument, then read the caption.
+
+# %%
+fig, axes = plt.subplots(3, 1, figsize=(9, 7))
+players = []
+for ax, index in zip(axes, [1, 2, 3]):
+    item = splits["train"][index]
+    viz.plot_spectrogram(item["audio"], SAMPLE_RATE, ax=ax, max_hz=5_000)
+    ax.set_title(textwrap.fill(item["caption"], 130), fontsize=8, loc="left")
+    players.append(viz.play(item["audio"][: 2 * SAMPLE_RATE], SAMPLE_RATE))
+plt.tight_layout()
+plt.show()
+display(*players)
+
+# %% [markdown]
+# How balanced is the data? A dataset where one instrument dominates teaches a model to play that
+# instrument. Counting attributes is the first thing to do with any new dataset.
+
+# %%
+attributes = [splits["train"][i]["attributes"] for i in range(len(splits["train"]))]
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+for ax, key in zip(axes, ["lead", "mood", "mode"]):
+    counts = Counter(row[key] for row in attributes).most_common()
+    ax.barh([name for name, _ in counts][::-1], [n for _, n in counts][::-1])
+    ax.set(title=f"train clips by {key}", xlabel="clips")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 5. MusicCaps: what people say about music
+#
+# MusicCaps (Agostinelli et al., 2023) is the evaluation set released with MusicLM: 5,521
+# ten-second YouTube excerpts, each described by a professional musician with a free-text
+# **caption** and an **aspect list** of short tags. Only the text is distributed (CC BY-SA 4.0);
+# the audio stays on YouTube. The course reads the CSV from a path: set the environment variable
+# `MUSICCAPS_CSV`, or place it at `../shared/data/musiccaps-public.csv` beside the project.
+# Without it, this section falls back to a small sample file with the same columns.
+
+# %%
+musiccaps_csv = datasets.find_musiccaps_csv()
+if musiccaps_csv is None:
+    musiccaps_csv = Path("..") / "tests" / "fixtures" / "musiccaps-sample.csv"
+    print("MusicCaps not found; using the small sample file instead")
+records = datasets.load_musiccaps(musiccaps_csv)
+print(f"{len(records)} captions from {musiccaps_csv.name}")
+print(records[0].caption)
+
+# %% [markdown]
+# The most frequent aspects are the vocabulary a text-to-music model must understand: genres,
+# instruments, moods, tempo words, and, prominently, *recording quality* ("low quality"), which
+# reminds us that MusicLM learned from YouTube audio.
+
+# %%
+aspect_counts = datasets.aspect_counts(records)
+top = aspect_counts.most_common(20)
+fig, ax = plt.subplots(figsize=(8, 5))
+ax.barh([name for name, _ in top][::-1], [n for _, n in top][::-1])
+ax.set(title="20 most frequent MusicCaps aspects", xlabel="captions mentioning the aspect")
+plt.show()
+words_per_caption = [len(record.caption.split()) for record in records]
+print(f"median caption length {np.median(words_per_caption):.0f} words; "
+      f"median {np.median([len(r.aspect_list) for r in records]):.0f} aspects per clip")
+
+# %% [markdown]
+# How much of that vocabulary does SynthCaps speak? Its captions use MusicCaps' most frequent
+# tempo, mood and instrument words, so a model trained on SynthCaps learns a (small) subset of
+# the real task's language.
+
+# %%
+synth_aspects = Counter(a for i in range(len(splits["train"])) for a in splits["train"][i]["aspects"])
+shared = sorted(set(synth_aspects) & set(aspect_counts), key=lambda a: -aspect_counts[a])
+print(f"SynthCaps uses {len(synth_aspects)} distinct aspects; {len(shared)} of them also occur in the captions above")
+print("most frequent shared aspects:", ", ".join(shared[:12]))
+
+# %% [markdown]
+# ## Exercises
+# Each exercise has a solution cell for you to fill in and a test cell worth the points shown.
+#
+# **Exercise 1 (2 points).** Write `midi_to_hz(midi_note)` using the formula of section 1. It
+# should work on a float, an int, or a tensor of notes.
+
+# %% solution ex1_midi_to_hz
+def midi_to_hz(midi_note):
+    ### BEGIN SOLUTION
+    return 440.0 * 2.0 ** ((torch.as_tensor(midi_note, dtype=torch.float64) - 69) / 12)
+    ### END SOLUTION
+
+# %% tests ex1_midi_to_hz_tests 2
+assert abs(float(midi_to_hz(69)) - 440.0) < 1e-6, "MIDI 69 is A4 = 440 Hz"
+notes = torch.arange(21, 109)
+frequencies = torch.as_tensor(midi_to_hz(notes), dtype=torch.float64)
+assert torch.allclose(frequencies[12:] / frequencies[:-12], torch.tensor(2.0, dtype=torch.float64)), "an octave doubles the frequency"
+### BEGIN HIDDEN TESTS
+assert abs(float(midi_to_hz(60)) - 261.6256) < 1e-3, "middle C is about 261.63 Hz"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 2 (3 points).** A clip at 44.1 kHz must be played on a device that only supports
+# 11,025 Hz, and someone proposes keeping every fourth sample. Write
+# `naive_downsample(wave, factor)` that does exactly that, then measure the frequency at which a
+# 7 kHz tone ends up. Store it in `aliased_hz` (a number you compute, not type in).
+
+# %% solution ex2_aliasing
+def naive_downsample(wave, factor):
+    ### BEGIN SOLUTION
+    return wave[::factor]
+    ### END SOLUTION
+
+### BEGIN SOLUTION
+aliased_hz = peak_frequency(naive_downsample(sine(7_000, sample_rate=44_100), 4), 44_100 // 4)
+### END SOLUTION
+
+# %% tests ex2_aliasing_tests 3
+assert naive_downsample(torch.arange(12), 4).tolist() == [0, 4, 8], "keep every factor-th sample, starting at 0"
+assert abs(aliased_hz - audio.aliased_frequency(7_000, 11_025)) < 5, "a 7 kHz tone folds about the 5,512.5 Hz Nyquist frequency"
+### BEGIN HIDDEN TESTS
+assert 4_000 < aliased_hz < 4_050
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 3 (3 points).** Loudness over time is often summarised by the root-mean-square of
+# each STFT frame. Write `frame_energy_db(wave, n_fft, hop_length)` returning one value per frame,
+# $10 \log_{10}\big(\tfrac{1}{N}\sum_n (w[n]\,x_m[n])^2 + 10^{-10}\big)$, with the Hann window and the
+# centred frames of `my_stft` (hint: you can reuse its first three lines, or Parseval's theorem on
+# its output).
+
+# %% solution ex3_energy
+def frame_energy_db(wave, n_fft=1024, hop_length=256):
+    ### BEGIN SOLUTION
+    padded = torch.nn.functional.pad(wave[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0, 0]
+    frames = padded.unfold(0, n_fft, hop_length) * torch.hann_window(n_fft)
+    return 10 * torch.log10(frames.pow(2).mean(-1) + 1e-10)
+    ### END SOLUTION
+
+# %% tests ex3_energy_tests 3
+energy = frame_energy_db(clip)
+assert energy.shape == (audio.stft(clip).shape[-1],), "one value per STFT frame"
+quiet_then_loud = torch.cat([0.01 * sine(440.0, 0.5), 0.5 * sine(440.0, 0.5)])
+curve = frame_energy_db(quiet_then_loud)
+assert curve[-5:].mean() - curve[:5].mean() > 30, "a 50x louder tone is about 34 dB louder"
+### BEGIN HIDDEN TESTS
+assert abs((curve[-5:].mean() - curve[:5].mean()).item() - 20 * math.log10(50)) < 1.0
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 4 (2 points).** Which lead instruments does the `train` split of SynthCaps contain, and
+# how often? Build `lead_counts`, a `Counter` from instrument name to number of training clips,
+# using the dataset's `attributes` (not the captions).
+
+# %% solution ex4_counts
+### BEGIN SOLUTION
+lead_counts = Counter(splits["train"][i]["attributes"]["lead"] for i in range(len(splits["train"])))
+### END SOLUTION
+
+# %% tests ex4_counts_tests 2
+assert sum(lead_counts.values()) == len(splits["train"])
+assert set(lead_counts) <= set(synth.INSTRUMENTS)
+### BEGIN HIDDEN TESTS
+assert len(lead_counts) >= 8, "the tiny preset covers every lead instrument"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Summary
+# - A waveform is samples of pressure at a fixed rate; content above half that rate aliases.
+# - The STFT trades time resolution against frequency resolution; a log-mel spectrogram pools it
+#   into perceptual bands and compresses its range: the standard input of audio networks.
+# - SynthCaps gives the course music with known attributes and MusicCaps-style captions, so
+#   "does the music match the text?" becomes measurable.
+#
+# **A common misconception.** A spectrogram is often described as "the sound itself". It is
+# not: a magnitude spectrogram discards phase, and the Griffin-Lim cell above shows what that
+# costs. MusicLM therefore works in the token space of a neural codec, SoundStream (Zeghidour et
+# al., 2021), whose decoder produces waveforms directly.
+#
+# **Going further.** Julius O. Smith, *Spectral Audio Signal Processing* (online book) for the
+# STFT; Stevens, Volkmann & Newman (1937) for the mel scale; the MusicCaps card on Kaggle for the
+# dataset. Next: **lesson 01**, attention and transformers.
