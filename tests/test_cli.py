@@ -12,7 +12,7 @@ from mlm_lessons import cli
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "mlm_lessons", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("data", "demo", "notebooks"):
+    for command in ("data", "demo", "notebooks", "assignments"):
         assert command in result.stdout
 
 
