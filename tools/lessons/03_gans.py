@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from IPython.display import display
 from torch.utils.data import TensorDataset
 
-from mlm_lessons import config, gan, vae, viz
+from mlm_lessons import config, gan, instrument_classifier, vae, viz
 from mlm_lessons.config import TrainConfig
 from mlm_lessons.train import Trainer
 
@@ -342,26 +342,15 @@ display(*(viz.play(notes.to_audio(generated[index]), SAMPLE_RATE) for index in r
 # Does it play *all* the instruments, or has it collapsed onto a few? A classifier trained on the
 # real notes tells us which instrument each generated note resembles. Any convolutional network with
 # ten outputs will do; `vae.ConvEncoder` is one. Small noise on its inputs keeps it from being
-# thrown by a generated patch's imperfections.
+# thrown by a generated patch's imperfections. The recipe lives in
+# `mlm_lessons.instrument_classifier`, because lesson 04 uses the same yardstick.
 
 # %%
-def classifier_objective(model, batch):
-    patches, instrument_ids = batch
-    logits = model(patches + 0.3 * torch.randn_like(patches))
-    return F.cross_entropy(logits, instrument_ids), {"accuracy": (logits.argmax(1) == instrument_ids).float().mean()}
-
-torch.manual_seed(SEED)
-classifier = vae.ConvEncoder(len(notes.instruments), notes.patch_shape)
-Trainer(classifier, TrainConfig(batch_size=64, max_steps=400, learning_rate=2e-3, device=DEVICE, log_every=100,
-                                checkpoint_every=0, seed=SEED),
-        TensorDataset(notes.patches, notes.instrument_ids), classifier_objective, progress=False).fit()
-classifier.eval()
-
+classifier = instrument_classifier.train_instrument_classifier(notes, steps=400, device=DEVICE, seed=SEED)
 with torch.no_grad():
-    probabilities = classifier(note_gan.sample(500, torch.Generator().manual_seed(1))).softmax(1).cpu()
-confident = probabilities.max(1).values > 0.8
-found = torch.bincount(probabilities.argmax(1)[confident], minlength=len(notes.instruments))
-print(f"{confident.float().mean():.0%} of 500 generated notes are confidently one instrument")
+    generated_notes = note_gan.sample(500, torch.Generator().manual_seed(1))
+fraction, found = instrument_classifier.recognised(classifier, generated_notes, threshold=0.8)
+print(f"{fraction:.0%} of 500 generated notes are confidently one instrument")
 print(f"instruments found among them: {int((found > 0).sum())} of {len(notes.instruments)}")
 print(", ".join(f"{name} {count}" for name, count in zip(notes.instruments, found.tolist())))
 
@@ -513,7 +502,7 @@ print(f"  balanced 2-D GAN: {gan.mode_coverage(pictures[-1], centers, STD)['mode
 for name, run in [("generator 3x faster, plain D", collapsing), ("generator 3x faster, minibatch std", remedied)]:
     result = gan.mode_coverage(run[-1], centers, STD)
     print(f"  {name}: {result['modes_covered']}/8 modes, {result['high_quality']:.0%} on a mode")
-print(f"  note GAN: {confident.float().mean():.0%} of samples confidently classified, "
+print(f"  note GAN: {fraction:.0%} of samples confidently classified, "
       f"{int((found > 0).sum())}/10 instruments present")
 
 # %% [markdown]

@@ -34,9 +34,8 @@ import ipywidgets as widgets
 from IPython.display import display
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from torch.utils.data import TensorDataset
 
-from mlm_lessons import config, vae, viz
+from mlm_lessons import config, instrument_classifier, vae, viz
 from mlm_lessons.config import TrainConfig
 from mlm_lessons.train import Trainer
 
@@ -295,24 +294,11 @@ display(*(viz.play(notes.to_audio(samples[index]), SAMPLE_RATE) for index in ran
 # it recognises with confidence above 0.8, and which instruments those are.
 
 # %%
-def classifier_objective(classifier, batch):
-    patches, instrument_ids = batch
-    logits = classifier(patches + 0.3 * torch.randn_like(patches))    # noise: robust to small imperfections
-    return F.cross_entropy(logits, instrument_ids)
-
-torch.manual_seed(SEED)
-classifier = vae.ConvEncoder(len(notes.instruments), notes.patch_shape)
-Trainer(classifier, TrainConfig(batch_size=64, max_steps=400, learning_rate=2e-3, device=DEVICE, log_every=100,
-                                checkpoint_every=0, seed=SEED),
-        TensorDataset(notes.patches, notes.instrument_ids), classifier_objective, progress=False).fit()
-classifier.eval()
+classifier = instrument_classifier.train_instrument_classifier(notes, steps=400, device=DEVICE, seed=SEED)
 
 def recognised(patches):
     """Fraction classified with confidence > 0.8, and how many of each instrument among them."""
-    with torch.no_grad():
-        probabilities = classifier(patches).softmax(1)
-    confident = probabilities.max(1).values > 0.8
-    return confident.float().mean().item(), torch.bincount(probabilities.argmax(1)[confident], minlength=10)
+    return instrument_classifier.recognised(classifier, patches, threshold=0.8)
 
 with torch.no_grad():
     vae_samples = model.sample(500, torch.Generator().manual_seed(1))
