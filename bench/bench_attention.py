@@ -11,22 +11,13 @@ their outputs. Nothing is asserted: the tests prove equality, this shows what th
 
 import argparse
 import os
-import time
 
 import torch
 import torch.nn.functional as F
 
+from timing import best_time
+
 from mlm_lessons.attention import causal_mask, key_padding_to_attention_mask, padding_mask, scaled_dot_product_attention
-
-
-def best_time(function, repeats: int) -> float:
-    function()                                         # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

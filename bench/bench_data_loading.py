@@ -12,24 +12,13 @@ DataLoader pass, as it is of every epoch without ``persistent_workers``.
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import soundfile as sf
 from torch.utils.data import DataLoader
 
 from mlm_lessons import datasets
-
-
-def timed(read_all, repeats: int = 3) -> float:
-    """Best wall-clock seconds of ``repeats`` calls, after one untimed warm-up call."""
-    read_all()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        read_all()
-        best = min(best, time.perf_counter() - start)
-    return best
+from timing import best_time
 
 
 def main() -> None:
@@ -58,10 +47,10 @@ def main() -> None:
 
     print(f"{len(dataset)} clips x {clip_seconds:g} s at 16 kHz, batch size {args.batch_size}")
     print(f"{'reader':34s} {'clips/s':>9s} {'audio s/s':>10s} {'vs raw':>8s}")
-    raw_seconds = timed(raw_reads)
+    raw_seconds = best_time(raw_reads)
     rows = [("soundfile.read (baseline)", raw_seconds)]
     for workers in (0, 2):
-        rows.append((f"SynthCapsDataset, num_workers={workers}", timed(loader_pass(workers))))
+        rows.append((f"SynthCapsDataset, num_workers={workers}", best_time(loader_pass(workers))))
     for name, seconds in rows:
         print(f"{name:34s} {len(dataset) / seconds:9.0f} {len(dataset) * clip_seconds / seconds:10.0f} "
               f"{raw_seconds / seconds:7.2f}x")
