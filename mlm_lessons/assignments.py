@@ -603,7 +603,8 @@ def _grade_command(args: argparse.Namespace) -> None:
         if args.json == "-":
             sys.stdout.write(text)
         else:
-            Path(args.json).write_text(text)
+            with atomic_path(args.json) as tmp:
+                tmp.write_text(text)
 
 
 def _validate_command(args: argparse.Namespace) -> None:

@@ -35,13 +35,7 @@ DEMO_CHOICES: tuple[dict, ...] = (
 
 
 def _attributes_for(index: int, rng: np.random.Generator) -> synth.SynthAttributes:
-    fixed = dict(DEMO_CHOICES[index % len(DEMO_CHOICES)])
-    try:
-        return synth.sample_attributes(rng, **fixed)
-    except ValueError:
-        # A choice the renderer cannot combine (e.g. this backing for this mood):
-        # keep the lead and mood, let the rest be sampled.
-        return synth.sample_attributes(rng, lead=fixed["lead"], mood=fixed["mood"])
+    return synth.sample_attributes(rng, **DEMO_CHOICES[index % len(DEMO_CHOICES)])
 
 
 def write_demo(out_dir: str | os.PathLike = "data/demo", num_clips: int = 6, seed: int = 0,

@@ -19,6 +19,7 @@ something smaller and easier to read: the written melodies of SynthCaps (``synth
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -68,7 +69,7 @@ class MelodyVocab:
     def __getitem__(self, name: str) -> int:
         return self.ids[name]
 
-    @property
+    @functools.cached_property
     def ids(self) -> dict[str, int]:
         return {name: index for index, name in enumerate(self.names)}
 
