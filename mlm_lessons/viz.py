@@ -96,6 +96,24 @@ def plot_mel(log_mel_spec, sample_rate: int, hop_length: int = 256, ax=None, tit
     return ax
 
 
+#: Colour limits of :func:`show_patch`: normalised log-mel patches (zero mean, unit variance over a
+#: data set) mostly fall inside, and a fixed scale lets real, reconstructed and generated patches be
+#: compared by eye.
+PATCH_VALUE_RANGE = (-1.5, 2.5)
+
+
+def show_patch(patch, ax):
+    """Draw one normalised log-mel patch, ``(n_mels, frames)`` or ``(1, n_mels, frames)``, on a fixed colour scale."""
+    image = torch.as_tensor(patch).detach().cpu()
+    if image.dim() == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 2:
+        raise ValueError(f"show_patch expects (n_mels, frames) or (1, n_mels, frames), got shape {tuple(image.shape)}")
+    low, high = PATCH_VALUE_RANGE
+    ax.imshow(image.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
+    return ax
+
+
 def plot_history(history: Sequence[dict], keys: Iterable[str] = ("loss",), ax=None,
                  smooth: int = 1, log_y: bool = False, title: str | None = None):
     """Plot training curves from the loss history the training loop returns.

@@ -47,3 +47,14 @@ def test_play_embeds_a_wav_at_the_sample_rate():
     assert int.from_bytes(player.data[24:28], "little") == 16_000
     with pytest.raises(audio.AudioError):
         viz.play(torch.zeros(0), 16_000)
+
+
+def test_patches_share_one_colour_scale():
+    _, axes = plt.subplots(1, 2)
+    viz.show_patch(torch.zeros(1, 64, 32), axes[0])
+    viz.show_patch(torch.full((64, 32), 5.0), axes[1])
+    for ax in axes:
+        (image,) = ax.get_images()
+        assert image.get_clim() == viz.PATCH_VALUE_RANGE and image.get_array().shape == (64, 32)
+    with pytest.raises(ValueError, match="n_mels, frames"):
+        viz.show_patch(torch.zeros(2, 64, 32), axes[0])

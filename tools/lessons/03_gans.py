@@ -323,9 +323,9 @@ generated = note_gan.sample(10, torch.Generator().manual_seed(SEED)).cpu()
 fig, axes = plt.subplots(2, 10, figsize=(15, 4), sharey=True)
 for column in range(10):
     real_index = column * 50 + 24
-    axes[0, column].imshow(notes[real_index][0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(notes[real_index][0], ax=axes[0, column])
     axes[0, column].set_title(f"real: {notes.instruments[column]}", fontsize=7)
-    axes[1, column].imshow(generated[column, 0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(generated[column, 0], ax=axes[1, column])
     axes[1, column].set_title(f"generated {column + 1}", fontsize=7)
     axes[1, column].set_xlabel("frame")
 axes[0, 0].set_ylabel("mel band")

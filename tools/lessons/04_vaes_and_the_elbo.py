@@ -67,7 +67,7 @@ notes = vae.note_mel_patches(pitches=range(48, 73))
 print(f"{len(notes)} patches of shape {tuple(notes[0].shape)}; normalised log-power = (log-mel - {notes.mean:.2f}) / {notes.std:.2f}")
 fig, axes = plt.subplots(1, 10, figsize=(15, 2.4), sharey=True)
 for column, ax in enumerate(axes):
-    ax.imshow(notes[column * 50 + 24][0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(notes[column * 50 + 24][0], ax=ax)
     ax.set(title=notes.instruments[column], xlabel="frame")
     ax.title.set_fontsize(8)
 axes[0].set_ylabel("mel band")
@@ -104,7 +104,7 @@ with torch.no_grad():
     ae_samples = autoencoder.decode(code_mean + code_std * torch.randn(10, LATENT_DIM, generator=torch.Generator().manual_seed(SEED)))
 fig, axes = plt.subplots(1, 10, figsize=(15, 2.4), sharey=True)
 for column, ax in enumerate(axes):
-    ax.imshow(ae_samples[column, 0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(ae_samples[column, 0], ax=ax)
     ax.set(title=f"AE sample {column + 1}", xlabel="frame")
     ax.title.set_fontsize(8)
 axes[0].set_ylabel("mel band")
@@ -271,12 +271,12 @@ with torch.no_grad():
     reconstructions = model.decode(model.encode(notes.patches[[24, 124, 274, 374]])[0])
 fig, axes = plt.subplots(2, 10, figsize=(15, 4.6), sharey=True)
 for column in range(10):
-    axes[0, column].imshow(samples[column, 0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(samples[column, 0], ax=axes[0, column])
     axes[0, column].set_title(f"prior sample {column + 1}", fontsize=8)
 for column, (index, rebuilt) in enumerate(zip([24, 124, 274, 374], reconstructions)):
-    axes[1, 2 * column].imshow(notes[index][0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(notes[index][0], ax=axes[1, 2 * column])
     axes[1, 2 * column].set_title(f"{notes.instruments[index // 50]}", fontsize=8)
-    axes[1, 2 * column + 1].imshow(rebuilt[0], origin="lower", aspect="auto", cmap="magma", vmin=-1.5, vmax=2.5)
+    viz.show_patch(rebuilt[0], ax=axes[1, 2 * column + 1])
     axes[1, 2 * column + 1].set_title("its reconstruction", fontsize=8)
 for ax in axes[1, 8:]:
     ax.axis("off")
@@ -358,8 +358,7 @@ with torch.no_grad():
     z_start, z_end = model.encode(notes.patches[[start_index, end_index]])[0]
 fig, axes = plt.subplots(1, 6, figsize=(14, 2.4), sharey=True)
 for ax, position in zip(axes, np.linspace(0, 1, 6)):
-    ax.imshow(vae.decode_walk(model, z_start, z_end, position)[0], origin="lower", aspect="auto", cmap="magma",
-              vmin=-1.5, vmax=2.5)
+    viz.show_patch(vae.decode_walk(model, z_start, z_end, position)[0], ax=ax)
     ax.set(title=f"position {position:.1f}", xlabel="frame")
 axes[0].set_ylabel("mel band")
 plt.suptitle("from flute (0) to distorted electric guitar (1)", y=1.05)
