@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
+# Jupyter refuses to start as root unless told to; containers and cloud VMs often run as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)                     ## open JupyterLab on the lessons
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/
 
 test: unit nbval                  ## unit tests, then every notebook under nbval
 
