@@ -57,6 +57,33 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class CodecConfig:
+    """SoundStream (lesson 05): the neural codec whose RVQ codes are the acoustic tokens.
+
+    The number of RVQ levels and codes per level live in :class:`TokenConfig` (``rvq_levels``,
+    ``codebook_size``), since every acoustic stage predicts them; the product of ``strides`` must equal
+    ``data.sample_rate / tokens.soundstream_frame_rate`` (checked when a codec is built).
+    """
+
+    channels: int = 32                     # SEANet width after the first convolution; doubles per stride
+    strides: tuple[int, ...] = (2, 4, 5, 8)   # encoder down-sampling factors; product = samples per frame
+    latent_dim: int = 128                  # dimension of the vectors the RVQ quantises
+    quantizer_dropout: bool = True         # train with a random number of levels per example
+    ema_decay: float = 0.99                # codebook EMA decay
+    dead_code_steps: int = 20              # re-seed a code unused for this many training steps (0 = never)
+    commitment_weight: float = 1.0         # beta in ||z - sg(q)||^2
+    discriminator_channels: int = 16       # width of the first layer of each discriminator
+    waveform_weight: float = 0.1           # L1 on samples, beside the multi-scale mel loss (weight 1)
+    adversarial_weight: float = 1.0
+    feature_weight: float = 2.0            # feature matching (L1 on discriminator activations)
+    adversarial_start_step: int = 0        # train on reconstruction alone until this step
+    crop_seconds: float = 1.0              # training examples are random crops of this length
+
+    def __post_init__(self) -> None:  # from a checkpoint or JSON, a tuple arrives as a list
+        object.__setattr__(self, "strides", tuple(self.strides))
+
+
+@dataclass(frozen=True)
 class TransformerConfig:
     """A decoder-only stage (semantic, coarse or fine)."""
 
@@ -91,6 +118,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     tokens: TokenConfig = field(default_factory=TokenConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -119,6 +147,7 @@ _DATACLASS_FIELDS = {
     (Config, "data"): DataConfig,
     (Config, "features"): AudioFeatureConfig,
     (Config, "tokens"): TokenConfig,
+    (Config, "codec"): CodecConfig,
     (Config, "transformer"): TransformerConfig,
     (Config, "train"): TrainConfig,
 }
@@ -134,6 +163,8 @@ PRESETS: dict[str, Config] = {
             semantic_frame_rate=25, semantic_clusters=128,
             mulan_dim=64, mulan_rvq_levels=4, mulan_codebook_size=256,
         ),
+        codec=CodecConfig(channels=16, strides=(2, 4, 5, 8), latent_dim=64, discriminator_channels=8,
+                          adversarial_start_step=500, crop_seconds=0.5),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),
@@ -146,6 +177,8 @@ PRESETS: dict[str, Config] = {
             semantic_frame_rate=25, semantic_clusters=512,
             mulan_dim=128, mulan_rvq_levels=8, mulan_codebook_size=1024,
         ),
+        codec=CodecConfig(channels=32, strides=(2, 4, 5, 8), latent_dim=128, discriminator_channels=16,
+                          adversarial_start_step=5_000, crop_seconds=1.0),
         transformer=TransformerConfig(d_model=512, n_layers=8, n_heads=8, dropout=0.1),
         train=TrainConfig(batch_size=32, learning_rate=3e-4, max_steps=100_000,
                           warmup_steps=2_000, device="auto", bf16=True, checkpoint_every=2_000,
@@ -160,6 +193,9 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(sample_rate=24_000, clip_seconds=30.0, num_clips=5_521),
         features=AudioFeatureConfig(n_fft=1024, hop_length=240, n_mels=128),
         tokens=TokenConfig(),
+        # 24 kHz / 50 Hz = 480 samples per frame (MusicLM, section 3.2).
+        codec=CodecConfig(channels=32, strides=(3, 4, 5, 8), latent_dim=128, discriminator_channels=16,
+                          adversarial_start_step=20_000, crop_seconds=1.0),
         transformer=TransformerConfig(d_model=1024, n_layers=24, n_heads=16, dropout=0.1),
         train=TrainConfig(batch_size=256, learning_rate=3e-4, max_steps=1_000_000,
                           warmup_steps=10_000, device="auto", bf16=True,
