@@ -78,6 +78,8 @@ class CodecConfig:
     feature_weight: float = 2.0            # feature matching (L1 on discriminator activations)
     adversarial_start_step: int = 0        # train on reconstruction alone until this step
     crop_seconds: float = 1.0              # training examples are random crops of this length
+    batch_size: int = 16                   # crops per step (the codec's own; train.batch_size is the LMs')
+    learning_rate: float = 3e-4            # Adam, betas (0.5, 0.9), for the codec and the discriminators
 
     def __post_init__(self) -> None:  # from a checkpoint or JSON, a tuple arrives as a list
         object.__setattr__(self, "strides", tuple(self.strides))
@@ -97,7 +99,7 @@ class TransformerConfig:
 class TrainConfig:
     """What the generic training loop in :mod:`mlm_lessons.train` needs."""
 
-    batch_size: int = 16                   # global batch, split across DDP processes
+    batch_size: int = 16                   # global batch of one optimiser step, split across DDP processes
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     max_steps: int = 200
@@ -108,6 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 50             # steps; 0 disables periodic checkpoints
     log_every: int = 10
     seed: int = 0
+    grad_accum_steps: int = 1              # micro-batches per optimiser step (same result, less memory)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":
-        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
+        """Inverse of :meth:`to_dict`, also for dicts saved by an older version of the course.
+
+        A field (or a whole section) missing from ``values`` takes its default, so a checkpoint keeps
+        loading after a field is added; that is why a new field's default must reproduce the behaviour
+        from before it existed. Unknown keys are an error, not silently dropped: they come from a typo
+        or from a newer version of the course.
+        """
         return _from_dict(cls, values, path="config")
 
 
@@ -135,8 +144,9 @@ def _from_dict(cls, values: dict[str, Any], path: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{path} has unknown field(s) {unknown}; known fields: {sorted(known)}")
-    kwargs = {}
+        raise ValueError(f"{path} has unknown field(s) {unknown}; known fields: {sorted(known)}. A typo, or "
+                         "a dict saved by a newer version of mlm_lessons (then update this one)")
+    kwargs = {}  # fields absent from ``values`` are left to the dataclass's defaults
     for name, value in values.items():
         sub = _DATACLASS_FIELDS.get((cls, name))
         kwargs[name] = _from_dict(sub, value, f"{path}.{name}") if sub else value
@@ -164,7 +174,8 @@ PRESETS: dict[str, Config] = {
             mulan_dim=64, mulan_rvq_levels=4, mulan_codebook_size=256,
         ),
         codec=CodecConfig(channels=16, strides=(2, 4, 5, 8), latent_dim=64, discriminator_channels=8,
-                          adversarial_start_step=500, crop_seconds=0.5),
+                          adversarial_start_step=500, crop_seconds=0.5,
+                          batch_size=8, learning_rate=1e-3),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),
@@ -178,7 +189,8 @@ PRESETS: dict[str, Config] = {
             mulan_dim=128, mulan_rvq_levels=8, mulan_codebook_size=1024,
         ),
         codec=CodecConfig(channels=32, strides=(2, 4, 5, 8), latent_dim=128, discriminator_channels=16,
-                          adversarial_start_step=5_000, crop_seconds=1.0),
+                          adversarial_start_step=5_000, crop_seconds=1.0,
+                          batch_size=32, learning_rate=3e-4),
         transformer=TransformerConfig(d_model=512, n_layers=8, n_heads=8, dropout=0.1),
         train=TrainConfig(batch_size=32, learning_rate=3e-4, max_steps=100_000,
                           warmup_steps=2_000, device="auto", bf16=True, checkpoint_every=2_000,
@@ -195,7 +207,8 @@ PRESETS: dict[str, Config] = {
         tokens=TokenConfig(),
         # 24 kHz / 50 Hz = 480 samples per frame (MusicLM, section 3.2).
         codec=CodecConfig(channels=32, strides=(3, 4, 5, 8), latent_dim=128, discriminator_channels=16,
-                          adversarial_start_step=20_000, crop_seconds=1.0),
+                          adversarial_start_step=20_000, crop_seconds=1.0,
+                          batch_size=256, learning_rate=3e-4),
         transformer=TransformerConfig(d_model=1024, n_layers=24, n_heads=16, dropout=0.1),
         train=TrainConfig(batch_size=256, learning_rate=3e-4, max_steps=1_000_000,
                           warmup_steps=10_000, device="auto", bf16=True,

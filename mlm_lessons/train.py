@@ -18,9 +18,9 @@ What the loop does for you, every step:
 
 * moves the model and each batch to ``resolve_device(train.device)``;
 * runs ``loss_fn`` under ``torch.autocast(..., dtype=torch.bfloat16, enabled=train.bf16)`` (also on CPU);
-* backward, gradient clipping to ``train.grad_clip`` (the pre-clip norm is logged), AdamW (decoupled weight
-  decay on matrices only, not on biases and norm gains), linear warm-up then cosine decay of the
-  learning rate;
+* backward (over ``train.grad_accum_steps`` micro-batches, see below), gradient clipping to
+  ``train.grad_clip`` (the pre-clip norm is logged), AdamW (decoupled weight decay on matrices only, not on
+  biases and norm gains), linear warm-up then cosine decay of the learning rate;
 * appends a plain dict to ``history`` every ``log_every`` steps, at every checkpoint and at the end (means
   over the steps since the previous entry), ready for plotting;
 * writes ``out_dir/last.pt`` atomically every ``checkpoint_every`` steps and at the end: weights,
@@ -34,6 +34,22 @@ batches it, reshuffles it each epoch with a generator seeded by ``seed + epoch``
 batch of ``batch_size`` across DDP ranks, and resumes exactly) or any re-iterable of ready batches, such
 as a ``DataLoader`` (cycled; on resume the consumed batches are skipped, which is exact only when every
 pass yields the same batches; single process only).
+
+Gradient accumulation. ``batch_size`` is always the global batch of one optimiser step. When it does not
+fit in memory, ``train.grad_accum_steps = k`` cuts each process's share into ``k`` micro-batches of
+``batch_size / (world_size * k)`` examples: each goes forward and backward on its own with its loss scaled
+by ``1 / k``, the gradients add up, and then comes one clipping and one optimiser step. Since the loss is a
+mean, the sum is the gradient of the whole batch: the run is the one ``k = 1`` would give, up to float
+rounding and random draws such as dropout masks (a ``BatchNorm`` would see micro-batch statistics, though).
+Logged losses and metrics are means over the micro-batches. The paper preset's batch of 256 on one GPU::
+
+    paper = get_preset("paper")
+    config = dataclasses.replace(paper, train=dataclasses.replace(paper.train, grad_accum_steps=8))
+    Trainer(model, config, dataset, loss_fn).fit()  # 8 micro-batches of 32 per step (of 16 on 2 GPUs)
+
+Because it changes only the memory used, ``grad_accum_steps`` may differ when a run is resumed. With a
+re-iterable of ready batches, each yielded batch is one micro-batch (a step takes ``k`` of them), so there
+``k`` sets the size of a step's batch and must stay as it was.
 
 Several optimisers (GANs). A GAN alternates two objectives on the same batch. Pass ``loss_fn`` as a dict
 of named objectives and ``optimizers`` as a dict with the same names; each step runs them in that order,
@@ -59,18 +75,37 @@ each, so the generator's update does not leak into the discriminator's)::
 History keys are then prefixed by the objective: ``generator/loss``, ``discriminator/grad_norm``,
 ``generator/reconstruction``, ...
 
+Objectives that start later. SoundStream learns to reconstruct before its discriminators join in. With
+``objective_start_steps={"discriminator": 5000}`` the discriminator's objective is skipped (no forward,
+backward or optimiser step) for steps 0 to 4999; history entries before it starts have no
+``discriminator/...`` keys. Its learning-rate schedule counts from its own start: its scheduler steps only
+when it runs, so it warms up over its first ``warmup_steps`` steps and its cosine, stretched over its
+``max_steps - 5000`` steps, reaches the floor at ``max_steps`` like everyone else's. The generator's loss
+turns its adversarial terms on at the same step by taking the step as an argument: a ``loss_fn`` with a
+parameter named ``step`` is called as ``loss_fn(model, batch, step=s)``, ``s`` counting optimiser steps
+from 0::
+
+    def generator_loss(codec, real, step):
+        fake = codec(real)
+        loss = reconstruction_loss(fake, real)
+        if step >= adversarial_start_step:
+            loss = loss + hinge_generator_loss(codec.discriminator(fake))
+        return loss
+
 Several GPUs. Started under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), ``fit`` joins the
 process group (NCCL on CUDA, Gloo on CPU), gives each rank ``batch_size / world_size`` examples of every
 global batch, averages gradients with ``DistributedDataParallel``, logs losses averaged over ranks, and
 lets only rank 0 show progress and write checkpoints. The loss computation itself (``loss_fn`` applied to
 the plain, unwrapped model) runs inside DDP's ``forward``, so a ``loss_fn`` may call any sub-module
-(``model.encoder(...)``, ``gan.discriminator(...)``) and gradients are still synchronised.
+(``model.encoder(...)``, ``gan.discriminator(...)``) and gradients are still synchronised. With gradient
+accumulation, gradients are all-reduced once per step, after the last micro-batch (``no_sync`` before).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
 import random
@@ -89,16 +124,18 @@ from tqdm.auto import tqdm
 from mlm_lessons.atomic import atomic_path
 from mlm_lessons.config import Config, TrainConfig
 
-LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
+# loss_fn(model, batch) or loss_fn(model, batch, step=...) -> loss or (loss, {"metric": value})
+LossFn = Callable[..., "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "mlm_lessons.train/1"
 
 # TrainConfig fields that may change between a run and its resumption: they do not change what the
 # finished steps computed. ``max_steps`` may grow to extend a run (the cosine schedule then stretches to
-# the new horizon); ``device``/``bf16`` let a GPU run continue on a laptop and vice versa.
+# the new horizon); ``device``/``bf16`` let a GPU run continue on a laptop and vice versa;
+# ``grad_accum_steps`` only trades memory for time (except over ready batches, see the module docstring).
 RESUMABLE_CHANGES = ("train.max_steps", "train.device", "train.bf16", "train.checkpoint_every",
-                     "train.log_every")
+                     "train.log_every", "train.grad_accum_steps")
 
 
 class CheckpointMismatchError(ValueError):
@@ -185,6 +222,17 @@ def _process_group(env: DistributedEnv, device: torch.device) -> Iterator[None]:
 # Data
 
 
+def micro_batch_size(global_batch_size: int, world_size: int = 1, grad_accum_steps: int = 1) -> int:
+    """Examples in one forward pass: the global batch split across processes and accumulation steps."""
+    pieces = world_size * grad_accum_steps
+    if global_batch_size % pieces:
+        raise ValueError(
+            f"batch_size {global_batch_size} (the global batch of one optimiser step) is not divisible by "
+            f"{world_size} process(es) x grad_accum_steps {grad_accum_steps} = {pieces}; choose a batch_size "
+            f"that is a multiple of {pieces}, or another grad_accum_steps")
+    return global_batch_size // pieces
+
+
 class GlobalBatchSampler(Sampler):
     """This rank's share of every global batch, epoch after epoch, starting at a given step.
 
@@ -192,23 +240,24 @@ class GlobalBatchSampler(Sampler):
     with ``seed + e``; step ``s`` takes the global batch ``s mod steps_per_epoch`` of epoch
     ``s // steps_per_epoch`` (the incomplete last batch of each epoch is dropped so every step sees
     exactly ``global_batch_size`` examples); rank ``r`` of ``world_size`` takes the ``r``-th contiguous
-    slice of it. The order is a pure function of ``(seed, step)``: resuming at ``start_step`` replays
-    exactly what an uninterrupted run would have seen, whatever the number of ranks.
+    slice of it, and cuts that slice into ``grad_accum_steps`` contiguous micro-batches. The order is a
+    pure function of ``(seed, step)``: resuming at ``start_step`` replays exactly what an uninterrupted run
+    would have seen, whatever the number of ranks or of micro-batches.
 
-    Yields lists of ``global_batch_size // world_size`` dataset indices, without end.
+    Yields lists of ``global_batch_size // (world_size * grad_accum_steps)`` dataset indices, without end:
+    ``grad_accum_steps`` of them per step.
     """
 
     def __init__(self, dataset_size: int, global_batch_size: int, seed: int, start_step: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        if global_batch_size % world_size:
-            raise ValueError(f"batch_size {global_batch_size} (the global batch) is not divisible by the "
-                             f"{world_size} processes; choose a multiple of {world_size}")
+                 rank: int = 0, world_size: int = 1, grad_accum_steps: int = 1):
+        self.micro_batch_size = micro_batch_size(global_batch_size, world_size, grad_accum_steps)
         if dataset_size < global_batch_size:
             raise ValueError(f"the dataset has {dataset_size} examples, fewer than one batch of "
                              f"{global_batch_size}; lower batch_size or use more data")
         self.dataset_size = dataset_size
         self.global_batch_size = global_batch_size
         self.per_rank_batch_size = global_batch_size // world_size
+        self.grad_accum_steps = grad_accum_steps
         self.steps_per_epoch = dataset_size // global_batch_size
         self.seed = seed
         self.start_step = start_step
@@ -224,8 +273,10 @@ class GlobalBatchSampler(Sampler):
         while True:
             order = self.epoch_order(epoch)
             for batch_index in range(batch_in_epoch, self.steps_per_epoch):
-                start = batch_index * self.global_batch_size + self.rank * self.per_rank_batch_size
-                yield order[start:start + self.per_rank_batch_size].tolist()
+                rank_start = batch_index * self.global_batch_size + self.rank * self.per_rank_batch_size
+                for micro_batch in range(self.grad_accum_steps):
+                    start = rank_start + micro_batch * self.micro_batch_size
+                    yield order[start:start + self.micro_batch_size].tolist()
             epoch, batch_in_epoch = epoch + 1, 0
 
 
@@ -309,13 +360,16 @@ class _LossComputation(nn.Module):
         super().__init__()
         self.model = model
         self.loss_fns = loss_fns
+        self.takes_step = {name: "step" in inspect.signature(loss_fn).parameters
+                           for name, loss_fn in loss_fns.items()}
         self.device_type = device.type
         self.bf16 = bf16
 
-    def forward(self, batch: Any, objective: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, batch: Any, objective: str, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the scalar loss and a dict of scalar metric tensors (detached)."""
+        step_argument = {"step": step} if self.takes_step[objective] else {}
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            output = self.loss_fns[objective](self.model, batch)
+            output = self.loss_fns[objective](self.model, batch, **step_argument)
         loss, metrics = output if isinstance(output, tuple) else (output, {})
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise TypeError(f"loss_fn {objective!r} must return a scalar tensor or (scalar tensor, dict of "
@@ -330,11 +384,15 @@ class _LossComputation(nn.Module):
 
 
 class _RunningMeans:
-    """Per-step scalars summed on the device, so logging waits for the GPU once per entry, not per step."""
+    """Per-step scalars summed on the device, so logging waits for the GPU once per entry, not per step.
+
+    Each name is averaged over the steps that reported it: an objective that starts (or a metric that
+    appears) in the middle of a logging interval is not diluted by the steps before.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.steps = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, values: Mapping[str, torch.Tensor]) -> None:
         for name, value in values.items():
@@ -342,16 +400,16 @@ class _RunningMeans:
                 raise ValueError(f"metric {name!r} must be a scalar; got shape {tuple(value.shape)}")
             value = value.detach().float().reshape(())
             self.sums[name] = self.sums[name] + value if name in self.sums else value
-        self.steps += 1
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def pop_means(self, env: DistributedEnv) -> dict[str, float]:
         """Means since the last call, averaged over ranks (a collective: every rank must call it)."""
         names = sorted(self.sums)  # the same order on every rank, for the all-reduce
-        means = torch.stack([self.sums[name] for name in names]) / self.steps
+        means = torch.stack([self.sums[name] / self.counts[name] for name in names])
         if env.is_distributed:
             dist.all_reduce(means)
             means /= env.world_size
-        self.sums, self.steps = {}, 0
+        self.sums, self.counts = {}, {}
         return dict(zip(names, means.tolist()))
 
 
@@ -468,14 +526,46 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Dotted field names whose values differ, ignoring :data:`RESUMABLE_CHANGES`."""
+def _field_defaults(config_class: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted field name -> default, for every field of a config dataclass that has one (nested too).
+
+    These are the values ``Config.from_dict`` gives the fields a saved dict lacks; a field without a
+    default is left out.
+    """
+    defaults: dict[str, Any] = {}
+    for field in dataclasses.fields(config_class):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(default):
+            default = dataclasses.asdict(default)
+        defaults.update(_flatten({field.name: default}, prefix))
+    return defaults
+
+
+def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any],
+                        resumable: Iterable[str]) -> list[str]:
+    """Dotted field names whose values differ, ignoring the ``resumable`` ones.
+
+    A field the checkpoint lacks was added to the config after it was written: its run behaved as the
+    field's default does (the rule for adding a field), so only a value other than that default, or a
+    field without a known default (a model config given as a plain dict), is a difference.
+    """
     saved, current = _flatten(saved), _flatten(current)
     differences = []
     for key in sorted(set(saved) | set(current)):
-        if key in RESUMABLE_CHANGES:
+        if key in resumable:
             continue
-        before, now = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        now = current.get(key, "<absent>")
+        if key not in saved and key in defaults:
+            if now != defaults[key]:
+                differences.append(f"{key} (not in the checkpoint, which predates it and so ran with the "
+                                   f"default {defaults[key]!r}; now {now!r})")
+            continue
+        before = saved.get(key, "<absent>")
         if before != now:
             differences.append(f"{key} (checkpoint {before!r}, now {now!r})")
     return differences
@@ -496,7 +586,9 @@ class Trainer:
             re-iterable of ready batches such as a ``DataLoader``. See the module docstring.
         loss_fn: ``loss_fn(model, batch) -> loss`` or ``-> (loss, {"name": scalar, ...})`` with a scalar
             ``loss``; ``batch`` is on the device. A dict ``{name: loss_fn}`` gives several objectives,
-            each with its own optimiser (GANs; see the module docstring).
+            each with its own optimiser (GANs; see the module docstring). A loss function with a
+            parameter named ``step`` is called as ``loss_fn(model, batch, step=s)``, ``s`` being the
+            number of optimiser steps done before this one.
         optimizers: ``None`` for AdamW over all trainable parameters (``learning_rate``,
             ``weight_decay`` from the config), one optimiser, or a dict with ``loss_fn``'s names.
         out_dir: where ``last.pt`` goes; ``None`` writes no checkpoints.
@@ -511,13 +603,16 @@ class Trainer:
         collate_fn, num_workers: passed to the ``DataLoader`` built over a ``Dataset``.
         find_unused_parameters: passed to DDP; ``None`` means "only with several objectives", where a
             phase leaves the other player's parameters without gradients.
+        objective_start_steps: ``{name: step}`` for objectives that are skipped before ``step`` (no
+            forward, backward or update; their scheduler counts from their start). Unnamed objectives
+            start at step 0, and at least one must. See the module docstring.
 
     Attributes:
         step: optimiser steps done so far (restored on resume).
         history: list of dicts, one every ``log_every`` steps, at each checkpoint and at the end:
             ``{"step", "loss", "lr", "grad_norm", <metric>: ...}`` (means since the previous entry,
             ``lr`` of the last step, ``grad_norm`` before clipping); with several objectives the keys
-            are ``"<objective>/loss"`` etc.
+            are ``"<objective>/loss"`` etc., absent from the entries before that objective starts.
     """
 
     def __init__(
@@ -537,21 +632,30 @@ class Trainer:
         collate_fn: Callable | None = None,
         num_workers: int = 0,
         find_unused_parameters: bool | None = None,
+        objective_start_steps: Mapping[str, int] | None = None,
     ):
+        # What is stored in checkpoints and compared on resume, with the defaults of its fields (the
+        # values of fields that a checkpoint written before they existed lacks).
         if isinstance(config, Config):
             self.train_config, self.config_dict = config.train, config.to_dict()
+            self.config_defaults = _field_defaults(Config)
         elif isinstance(config, TrainConfig):
             self.train_config, self.config_dict = config, {"train": dataclasses.asdict(config)}
+            self.config_defaults = _field_defaults(TrainConfig, "train.")
         else:
             raise TypeError(f"config must be a Config or a TrainConfig, not {type(config).__name__}")
-        if model_config is not None:
-            self.config_dict["model"] = (dataclasses.asdict(model_config)
-                                         if dataclasses.is_dataclass(model_config) else dict(model_config))
+        if dataclasses.is_dataclass(model_config):
+            self.config_dict["model"] = dataclasses.asdict(model_config)
+            self.config_defaults.update(_field_defaults(type(model_config), "model."))
+        elif model_config is not None:
+            self.config_dict["model"] = dict(model_config)  # a plain dict: no defaults to fall back on
         cfg = self.train_config
-        if cfg.max_steps < 0 or cfg.log_every < 1 or cfg.checkpoint_every < 0:
-            raise ValueError("TrainConfig needs max_steps >= 0, log_every >= 1 and checkpoint_every >= 0 "
-                             f"(0 = only at the end); got max_steps={cfg.max_steps}, "
-                             f"log_every={cfg.log_every}, checkpoint_every={cfg.checkpoint_every}")
+        if cfg.max_steps < 0 or cfg.log_every < 1 or cfg.checkpoint_every < 0 or cfg.grad_accum_steps < 1:
+            raise ValueError("TrainConfig needs max_steps >= 0, log_every >= 1, checkpoint_every >= 0 "
+                             "(0 = only at the end) and grad_accum_steps >= 1; got "
+                             f"max_steps={cfg.max_steps}, log_every={cfg.log_every}, "
+                             f"checkpoint_every={cfg.checkpoint_every}, "
+                             f"grad_accum_steps={cfg.grad_accum_steps}")
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {lr_schedule!r}")
 
@@ -572,13 +676,27 @@ class Trainer:
         if list(self.optimizers) != list(self.loss_fns):
             raise ValueError(f"loss_fn and optimizers must name the same objectives in the same order; got "
                              f"{list(self.loss_fns)} and {list(self.optimizers)}")
-        multiplier = warmup_cosine(cfg.warmup_steps, cfg.max_steps, min_lr_ratio,
-                                   decay=lr_schedule == "cosine")
-        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-                           for name, optimizer in self.optimizers.items()}
+        starts = {name: 0 for name in self.loss_fns}
+        for name, start in (objective_start_steps or {}).items():
+            if name not in starts or not isinstance(start, int) or start < 0:
+                raise ValueError(f"objective_start_steps must map objective names {list(self.loss_fns)} to "
+                                 f"steps >= 0; got {name!r}: {start!r}")
+            starts[name] = start
+        if min(starts.values()) > 0:
+            raise ValueError(f"objective_start_steps {starts} leaves the first steps with nothing to train; "
+                             "let at least one objective start at step 0")
+        self.objective_start_steps = starts
+        # A scheduler steps only when its objective runs, so an objective that starts late warms up from
+        # its own start, and its cosine, spread over the steps it has left, still ends at max_steps.
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+                cfg.warmup_steps, cfg.max_steps - starts[name], min_lr_ratio, decay=lr_schedule == "cosine"))
+            for name, optimizer in self.optimizers.items()}
 
         self.train_data = train_data
-        if self.env.is_distributed and not _is_map_dataset(train_data):
+        if _is_map_dataset(train_data):
+            micro_batch_size(cfg.batch_size, self.env.world_size, cfg.grad_accum_steps)  # fail early
+        elif self.env.is_distributed:
             raise ValueError("under torchrun, pass train_data as a map-style Dataset so that the trainer can "
                              "split every global batch across the processes")
         self.collate_fn = collate_fn
@@ -631,9 +749,14 @@ class Trainer:
             with tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress,
                       desc="train", dynamic_ncols=True) as bar:
                 while self.step < cfg.max_steps:
-                    batch = _to_device(next(batches), self.device)
+                    # Every objective uses all of the step's micro-batches, so they all move at once (the
+                    # inputs are small next to the activations that accumulation saves).
+                    micro_batches = [_to_device(next(batches), self.device)
+                                     for _ in range(cfg.grad_accum_steps)]
                     for name, optimizer in self.optimizers.items():
-                        values, last_lrs[name] = self._optimise(computation, batch, name, optimizer)
+                        if self.step < self.objective_start_steps[name]:
+                            continue  # not started yet: no forward, no backward, no update, no scheduler step
+                        values, last_lrs[name] = self._optimise(computation, micro_batches, name, optimizer)
                         running.add({self._key(name, key): value for key, value in values.items()})
                     self.step += 1
                     bar.update(1)
@@ -647,14 +770,28 @@ class Trainer:
                         self.save_checkpoint()
         return self.history
 
-    def _optimise(self, computation: nn.Module, batch: Any, name: str,
+    def _optimise(self, computation: nn.Module, micro_batches: list[Any], name: str,
                   optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], float]:
-        """One objective's forward, backward, clipping and update; returns its scalars and the lr used."""
+        """One objective's update: forward and backward on each micro-batch, then one clip and one step.
+
+        Returns its scalars (loss and metrics averaged over the micro-batches, the gradient norm) and the
+        learning rate used.
+        """
         # Clear the whole model, not just this optimiser's parameters: the previous objective may have left
         # gradients on the other player's parameters, which must not be kept, clipped or all-reduced.
         self.model.zero_grad(set_to_none=True)
-        loss, metrics = computation(batch, name)
-        loss.backward()
+        count = len(micro_batches)
+        totals: dict[str, torch.Tensor] = {}
+        for index, micro_batch in enumerate(micro_batches):
+            # Under DDP, all-reduce the summed gradients once, after the last micro-batch.
+            skip_sync = isinstance(computation, DistributedDataParallel) and index < count - 1
+            with computation.no_sync() if skip_sync else contextlib.nullcontext():
+                loss, metrics = computation(micro_batch, name, self.step)
+                # The mean of equal micro-batches' mean losses is the batch's mean loss: summing these
+                # gradients gives the gradient of the whole batch.
+                (loss / count).backward()
+            for key, value in {"loss": loss.detach(), **metrics}.items():
+                totals[key] = totals[key] + value if key in totals else value
         parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])  # before clipping: logged
         if self.train_config.grad_clip:
@@ -662,7 +799,8 @@ class Trainer:
         learning_rate = optimizer.param_groups[0]["lr"]
         optimizer.step()
         self.schedulers[name].step()
-        return {"loss": loss.detach(), "grad_norm": grad_norm, **metrics}, learning_rate
+        means = {key: total / count for key, total in totals.items()}
+        return {"grad_norm": grad_norm, **means}, learning_rate
 
     @staticmethod
     def _key(objective: str, name: str) -> str:
@@ -670,14 +808,16 @@ class Trainer:
 
     def _log(self, running: _RunningMeans, last_lrs: Mapping[str, float]) -> dict[str, float]:
         means = running.pop_means(self.env)
-        for name in self.loss_fns:
+        # Objectives that have not started yet have nothing logged, and no keys in the entry.
+        started = [name for name in self.loss_fns if self._key(name, "loss") in means]
+        for name in started:
             loss = means[self._key(name, "loss")]
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"the {name or 'training'} loss is {loss} around step {self.step}; lower the learning "
                     "rate, set grad_clip, add warm-up steps, or check the data for NaNs")
         entry: dict[str, float] = {"step": self.step}
-        for name in self.loss_fns:  # loss, lr, grad_norm, then the metrics, objective by objective
+        for name in started:  # loss, lr, grad_norm, then the metrics, objective by objective
             entry[self._key(name, "loss")] = means.pop(self._key(name, "loss"))
             entry[self._key(name, "lr")] = last_lrs[name]
             entry[self._key(name, "grad_norm")] = means.pop(self._key(name, "grad_norm"))
@@ -687,12 +827,13 @@ class Trainer:
         return entry
 
     def _batches(self, start_step: int) -> Iterator:
-        """The stream of batches for steps ``start_step, start_step + 1, ...`` (this rank's share)."""
-        if not _is_map_dataset(self.train_data):
-            return _cycle(self.train_data, skip=start_step)
+        """The stream of micro-batches for steps ``start_step, start_step + 1, ...`` (this rank's share,
+        ``grad_accum_steps`` per step)."""
         cfg = self.train_config
+        if not _is_map_dataset(self.train_data):  # each yielded batch is one micro-batch
+            return _cycle(self.train_data, skip=start_step * cfg.grad_accum_steps)
         sampler = GlobalBatchSampler(len(self.train_data), cfg.batch_size, cfg.seed, start_step,
-                                     self.env.rank, self.env.world_size)
+                                     self.env.rank, self.env.world_size, cfg.grad_accum_steps)
         # The DataLoader draws its workers' base seed from ``generator``: a private one makes worker-side
         # randomness (augmentation) follow the run's seed rather than whatever state the global RNG is in.
         loader = DataLoader(self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn,
@@ -710,11 +851,12 @@ class Trainer:
             dist.all_gather_object(rng_states, _rng_state(self.device))
         if self.env.is_main:
             cfg = self.train_config
-            data_position: dict[str, Any] = {"batches_consumed": self.step}
-            if _is_map_dataset(self.train_data):
+            if _is_map_dataset(self.train_data):  # counted in global batches
                 steps_per_epoch = len(self.train_data) // cfg.batch_size
-                data_position.update(epoch=self.step // steps_per_epoch,
-                                     batch_in_epoch=self.step % steps_per_epoch)
+                data_position = {"batches_consumed": self.step, "epoch": self.step // steps_per_epoch,
+                                 "batch_in_epoch": self.step % steps_per_epoch}
+            else:  # counted in batches yielded by train_data
+                data_position = {"batches_consumed": self.step * cfg.grad_accum_steps}
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_atomically({
                 "format": CHECKPOINT_FORMAT,
@@ -732,7 +874,11 @@ class Trainer:
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         source = f"checkpoint {self.checkpoint_path}"
-        differences = _config_differences(checkpoint["config"], self.config_dict)
+        resumable = RESUMABLE_CHANGES
+        if not _is_map_dataset(self.train_data):  # over ready batches, grad_accum_steps sets the batch size
+            resumable = tuple(key for key in RESUMABLE_CHANGES if key != "train.grad_accum_steps")
+        differences = _config_differences(checkpoint["config"], self.config_dict, self.config_defaults,
+                                          resumable)
         if differences:
             raise CheckpointMismatchError(
                 f"{source} was written with a different config: " + "; ".join(differences)

@@ -119,14 +119,16 @@ def plot_history(history: Sequence[dict], keys: Iterable[str] = ("loss",), ax=No
     """Plot training curves from the loss history the training loop returns.
 
     Args:
-        history: one dict per logged step with at least ``"step"`` and each of ``keys``.
+        history: one dict per logged step with ``"step"`` and some of ``keys``; a curve starts at the first
+            row that has its key (an objective that starts later has no keys before it starts).
         smooth: moving-average window in logged points (1 = raw).
     """
     ax = _new_axes(ax, figsize=(6, 3))
     for key in keys:
         points = [(row["step"], row[key]) for row in history if key in row]
         if not points:
-            raise KeyError(f"no {key!r} in the history; available keys: {sorted(history[0]) if history else []}")
+            available = sorted(set().union(*history))
+            raise KeyError(f"no {key!r} in the history; available keys: {available}")
         steps, values = map(np.asarray, zip(*points))
         if smooth > 1 and len(values) >= smooth:
             values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")

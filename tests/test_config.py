@@ -44,8 +44,20 @@ def test_unknown_preset_and_fields_are_clear_errors():
         config.get_preset("huge")
     values = config.get_preset("tiny").to_dict()
     values["train"]["learnig_rate"] = 1.0
-    with pytest.raises(ValueError, match=r"config.train has unknown field\(s\) \['learnig_rate'\]"):
+    with pytest.raises(ValueError, match=r"config.train has unknown field\(s\) \['learnig_rate'\].*newer "
+                                         r"version of mlm_lessons"):
         config.Config.from_dict(values)
+
+
+def test_dicts_saved_before_a_field_existed_get_its_default():
+    """A checkpoint written before a field (or a whole section) was added keeps loading."""
+    tiny = config.get_preset("tiny")
+    values = tiny.to_dict()
+    del values["train"]["grad_accum_steps"], values["codec"]
+    loaded = config.Config.from_dict(values)
+    assert loaded.train.grad_accum_steps == config.TrainConfig().grad_accum_steps
+    assert loaded.codec == config.CodecConfig()
+    assert dataclasses.replace(loaded, codec=tiny.codec) == tiny
 
 
 def test_variants_are_made_with_replace():

@@ -1,9 +1,11 @@
 """The generic training loop: it learns, clips, autocasts, checkpoints atomically, resumes bit for bit,
-refuses mismatched checkpoints, trains GANs with two optimisers, and gives the same result under DDP."""
+refuses mismatched checkpoints (but not older ones), trains GANs with two optimisers and objectives that
+start later, accumulates gradients, and gives the same result under DDP."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 import re
@@ -17,8 +19,19 @@ import pytest
 import torch
 from torch import nn
 
-from _ddp_worker import DDP_CONFIG, mse_loss, regression_data, small_mlp
-from mlm_lessons.config import Config, TrainConfig, get_preset
+from _ddp_worker import (
+    DDP_CONFIG,
+    LATE_START,
+    RUNS,
+    loss_a,
+    loss_b,
+    mse_loss,
+    regression_data,
+    small_mlp,
+    two_player_model,
+    two_player_optimizers,
+)
+from mlm_lessons.config import CodecConfig, Config, TrainConfig, get_preset
 from mlm_lessons.train import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -27,6 +40,7 @@ from mlm_lessons.train import (
     load_checkpoint,
     load_weights,
     resolve_device,
+    warmup_cosine,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +51,18 @@ CPU_CONFIG = TrainConfig(batch_size=8, learning_rate=1e-2, weight_decay=0.01, ma
 
 def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def assert_same_parameters(model: nn.Module, other: nn.Module, atol: float = 0.0) -> None:
+    """Bit for bit with the default ``atol=0``; else within float rounding."""
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[name], value, rtol=0, atol=atol, msg=name)
+
+
+def assert_same_history(history: list[dict], other: list[dict], rel: float = 1e-5) -> None:
+    assert [sorted(entry) for entry in history] == [sorted(entry) for entry in other]
+    for entry, other_entry in zip(history, other):
+        assert other_entry == pytest.approx(entry, rel=rel, abs=1e-7)
 
 
 # -- device -------------------------------------------------------------------------------------------
@@ -170,6 +196,152 @@ def test_global_batch_sampler_splits_each_global_batch_and_resumes_mid_epoch():
     with pytest.raises(ValueError, match="not divisible"):
         GlobalBatchSampler(20, 6, seed=1, world_size=4)
 
+    # Accumulation cuts each rank's share into micro-batches, and does not change what a step sees.
+    thirds = [take(GlobalBatchSampler(20, 6, seed=1, rank=rank, world_size=2, grad_accum_steps=3), 21)
+              for rank in (0, 1)]
+    for step in range(7):
+        micro_batches = thirds[0][3 * step:3 * step + 3] + thirds[1][3 * step:3 * step + 3]
+        assert [len(micro_batch) for micro_batch in micro_batches] == [1] * 6
+        assert sum(micro_batches, []) == single[step]
+    with pytest.raises(ValueError, match=r"not divisible by 2 process\(es\) x grad_accum_steps 2 = 4"):
+        GlobalBatchSampler(20, 6, seed=1, world_size=2, grad_accum_steps=2)
+
+
+# -- gradient accumulation --------------------------------------------------------------------------------
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    """4 micro-batches of 2 per step train the same parameters as batches of 8, and log the same means."""
+    config = dataclasses.replace(CPU_CONFIG, max_steps=12, checkpoint_every=0, log_every=2)
+    whole, accumulated = small_mlp(), small_mlp()
+    whole_history = Trainer(whole, config, regression_data(24), mse_loss, progress=False).fit()
+    accumulated_history = Trainer(accumulated, dataclasses.replace(config, grad_accum_steps=4),
+                                  regression_data(24), mse_loss, progress=False).fit()
+
+    assert_same_parameters(whole, accumulated, atol=1e-6)
+    assert_same_history(whole_history, accumulated_history)
+
+
+def test_gradient_accumulation_matches_one_big_batch_with_two_objectives():
+    config = dataclasses.replace(CPU_CONFIG, max_steps=8, checkpoint_every=0, log_every=1)
+    whole, accumulated = two_player_model(), two_player_model()
+    histories = [
+        Trainer(model, dataclasses.replace(config, grad_accum_steps=grad_accum_steps), regression_data(24),
+                {"a": loss_a, "b": loss_b}, optimizers=two_player_optimizers(model), progress=False).fit()
+        for model, grad_accum_steps in ((whole, 1), (accumulated, 2))]
+
+    assert_same_parameters(whole, accumulated, atol=1e-6)
+    assert_same_history(*histories)
+    assert "b/given_step" in histories[1][0]
+
+
+def test_grad_accum_steps_may_change_on_resume(tmp_path):
+    """It trades memory for time only: resumed with 4 micro-batches, a run ends where the straight one did."""
+    data = regression_data(24)
+    straight = small_mlp()
+    straight_history = Trainer(straight, CPU_CONFIG, data, mse_loss, out_dir=tmp_path / "a",
+                               progress=False).fit()
+    with pytest.raises(Interrupt):
+        Trainer(small_mlp(), CPU_CONFIG, data, interrupted_after(13), out_dir=tmp_path / "b",
+                progress=False).fit()
+
+    resumed = small_mlp(seed=99)
+    resumed_history = Trainer(resumed, dataclasses.replace(CPU_CONFIG, grad_accum_steps=4), data, mse_loss,
+                              out_dir=tmp_path / "b", resume=True, progress=False).fit()
+
+    assert_same_parameters(straight, resumed, atol=1e-6)
+    assert_same_history(straight_history, resumed_history)
+
+
+def test_gradient_accumulation_over_ready_batches(tmp_path):
+    """Over a re-iterable of batches, each yielded batch is one micro-batch: two batches of 4 per step
+    train like one batch of 8; there, grad_accum_steps sets the batch size and cannot change on resume."""
+    inputs, targets = regression_data(16).tensors
+    halves = [(inputs[start:start + 4], targets[start:start + 4]) for start in range(0, 16, 4)]
+    wholes = [(inputs[start:start + 8], targets[start:start + 8]) for start in range(0, 16, 8)]
+    config = dataclasses.replace(CPU_CONFIG, max_steps=6, checkpoint_every=0)
+    whole, accumulated = small_mlp(), small_mlp()
+    Trainer(whole, config, wholes, mse_loss, progress=False).fit()
+    accumulated_config = dataclasses.replace(config, grad_accum_steps=2)
+    Trainer(accumulated, accumulated_config, halves, mse_loss, out_dir=tmp_path, progress=False).fit()
+
+    assert_same_parameters(whole, accumulated, atol=1e-6)
+    assert load_checkpoint(tmp_path / "last.pt")["data_position"] == {"batches_consumed": 12}
+    with pytest.raises(CheckpointMismatchError, match=r"train.grad_accum_steps \(checkpoint 2, now 1\)"):
+        Trainer(small_mlp(), dataclasses.replace(config, max_steps=8), halves, mse_loss, out_dir=tmp_path,
+                resume=True)
+
+
+def test_batch_size_must_split_into_micro_batches():
+    def trainer(grad_accum_steps):
+        config = dataclasses.replace(CPU_CONFIG, grad_accum_steps=grad_accum_steps)
+        return Trainer(small_mlp(), config, regression_data(24), mse_loss)
+
+    divisible = r"batch_size 8 .* not divisible by 1 process\(es\) x grad_accum_steps 3 = 3; choose a"
+    with pytest.raises(ValueError, match=divisible):
+        trainer(grad_accum_steps=3)
+    with pytest.raises(ValueError, match="grad_accum_steps >= 1; got .*grad_accum_steps=0"):
+        trainer(grad_accum_steps=0)
+
+
+# -- objectives that start later ---------------------------------------------------------------------------
+
+
+def test_an_objective_can_start_later_and_a_loss_fn_can_take_the_step():
+    """"b" starts at step 4: until then it is never called and its player does not move; its scheduler
+    counts from its own start; it is given the step; history entries before its start have no "b/" keys."""
+    calls = {"a": 0, "b": 0}
+
+    def counted(name, loss_fn):
+        @functools.wraps(loss_fn)  # the same signature: with a ``step`` parameter only if loss_fn has one
+        def counting_loss_fn(model, batch, **step):
+            calls[name] += 1
+            return loss_fn(model, batch, **step)
+        return counting_loss_fn
+
+    config = dataclasses.replace(CPU_CONFIG, max_steps=10, warmup_steps=4, checkpoint_every=0, log_every=3)
+
+    def train(max_steps):
+        model = two_player_model()
+        history = Trainer(model, dataclasses.replace(config, max_steps=max_steps), regression_data(24),
+                          {"a": counted("a", loss_a), "b": counted("b", loss_b)},
+                          optimizers=two_player_optimizers(model), objective_start_steps={"b": 4},
+                          progress=False).fit()
+        return model, history
+
+    start = parameters_of(two_player_model())
+    before_start, _ = train(max_steps=4)
+    assert calls == {"a": 4, "b": 0}
+    assert all(torch.equal(before_start.state_dict()[name], start[name]) for name in ("b.weight", "b.bias"))
+    assert not torch.equal(before_start.state_dict()["a.weight"], start["a.weight"])
+
+    after_start, history = train(max_steps=10)
+    assert calls == {"a": 14, "b": 6}
+    assert not torch.equal(after_start.state_dict()["b.weight"], start["b.weight"])
+    assert [entry["step"] for entry in history] == [3, 6, 9, 10]
+    assert "b/loss" not in history[0] and set(history[0]) == {"step", "a/loss", "a/lr", "a/grad_norm"}
+    assert set(history[1]) == set(history[0]) | {"b/loss", "b/lr", "b/grad_norm", "b/given_step"}
+    # Means over the steps "b" ran in each interval (4 and 5, then 6 to 8, then 9), of the step it was given.
+    assert [entry.get("b/given_step") for entry in history] == [None, 4.5, 7.0, 9.0]
+    # "a" follows the run's schedule; "b" warms up from its own start and ends at the floor with "a".
+    multiplier_a = warmup_cosine(4, 10)
+    multiplier_b = warmup_cosine(4, 10 - 4)
+    assert [entry["a/lr"] for entry in history] == pytest.approx(
+        [config.learning_rate * multiplier_a(step - 1) for step in (3, 6, 9, 10)])
+    assert [entry.get("b/lr") for entry in history[1:]] == pytest.approx(
+        [config.learning_rate * multiplier_b(step - 1 - 4) for step in (6, 9, 10)])
+
+
+def test_objective_start_steps_are_checked():
+    model = two_player_model()
+    objectives = {"a": loss_a, "b": loss_b}
+    with pytest.raises(ValueError, match=r"objective names \['a', 'b'\].*'discriminator': 5"):
+        Trainer(model, CPU_CONFIG, regression_data(24), objectives, optimizers=two_player_optimizers(model),
+                objective_start_steps={"discriminator": 5})
+    with pytest.raises(ValueError, match="at least one objective start at step 0"):
+        Trainer(model, CPU_CONFIG, regression_data(24), objectives, optimizers=two_player_optimizers(model),
+                objective_start_steps={"a": 1, "b": 2})
+
 
 # -- checkpoints and resume ---------------------------------------------------------------------------
 
@@ -190,43 +362,45 @@ def interrupted_after(calls: int):
     return loss_fn
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("grad_accum_steps", [1, 2])
+def test_resume_continues_bit_for_bit(tmp_path, grad_accum_steps):
     """20 steps straight == 13 steps, a crash, and a resume from the step-10 checkpoint in fresh objects.
 
     Dropout makes the RNG state matter; 24 examples in batches of 8 make the crash land mid-epoch."""
+    config = dataclasses.replace(CPU_CONFIG, grad_accum_steps=grad_accum_steps)
     data = regression_data(24)
     straight = small_mlp(dropout=0.2)
-    straight_history = Trainer(straight, CPU_CONFIG, data, mse_loss, out_dir=tmp_path / "a",
-                               progress=False).fit()
+    straight_history = Trainer(straight, config, data, mse_loss, out_dir=tmp_path / "a", progress=False).fit()
 
     with pytest.raises(Interrupt):
-        Trainer(small_mlp(dropout=0.2), CPU_CONFIG, data, interrupted_after(13), out_dir=tmp_path / "b",
-                progress=False).fit()
+        Trainer(small_mlp(dropout=0.2), config, data, interrupted_after(13 * grad_accum_steps),
+                out_dir=tmp_path / "b", progress=False).fit()
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 10
 
     torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)  # a new process would not share our RNG
     resumed = small_mlp(seed=99, dropout=0.2)
-    trainer = Trainer(resumed, CPU_CONFIG, regression_data(24), mse_loss, out_dir=tmp_path / "b", resume=True,
+    trainer = Trainer(resumed, config, regression_data(24), mse_loss, out_dir=tmp_path / "b", resume=True,
                       progress=False)
     assert trainer.step == 10
     resumed_history = trainer.fit()
 
     assert resumed_history == straight_history
-    for name, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert_same_parameters(straight, resumed)
 
 
-def test_resume_with_a_reiterable_of_batches(tmp_path):
+@pytest.mark.parametrize("grad_accum_steps", [1, 2])
+def test_resume_with_a_reiterable_of_batches(tmp_path, grad_accum_steps):
+    """3 batches: with 2 per step, a step can start in the middle of a pass."""
+    config = dataclasses.replace(CPU_CONFIG, grad_accum_steps=grad_accum_steps)
     batches = [(x[:8], y[:8]) for x, y in [regression_data(8, seed=seed).tensors for seed in range(3)]]
     straight = small_mlp()
-    Trainer(straight, CPU_CONFIG, batches, mse_loss, out_dir=tmp_path / "a", progress=False).fit()
+    Trainer(straight, config, batches, mse_loss, out_dir=tmp_path / "a", progress=False).fit()
     with pytest.raises(Interrupt):
-        Trainer(small_mlp(), CPU_CONFIG, batches, interrupted_after(7), out_dir=tmp_path / "b",
+        Trainer(small_mlp(), config, batches, interrupted_after(7 * grad_accum_steps), out_dir=tmp_path / "b",
                 progress=False).fit()
     resumed = small_mlp(seed=5)
-    Trainer(resumed, CPU_CONFIG, batches, mse_loss, out_dir=tmp_path / "b", resume=True, progress=False).fit()
-    for name, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[name]), name
+    Trainer(resumed, config, batches, mse_loss, out_dir=tmp_path / "b", resume=True, progress=False).fit()
+    assert_same_parameters(straight, resumed)
 
 
 def test_checkpoint_holds_everything_needed(tmp_path):
@@ -309,6 +483,67 @@ def test_mismatched_checkpoints_are_refused_clearly(tmp_path):
     resume(small_mlp(), config=dataclasses.replace(config, max_steps=4, log_every=1, bf16=True)).fit()
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    hidden: int = 32
+    depth: int = 2
+
+
+def written_before_the_field_existed(path: Path, section: str, field: str | None = None) -> None:
+    """Edit the checkpoint at ``path`` as if ``section.field`` (or the whole section) had not existed yet."""
+    checkpoint = torch.load(path, weights_only=True)
+    if field is None:
+        del checkpoint["config"][section]
+    else:
+        del checkpoint["config"][section][field]
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("section, field", [("train", "weight_decay"), ("codec", None), ("model", "depth")])
+def test_checkpoints_written_before_a_field_existed_still_resume(tmp_path, section, field):
+    """The old run behaved as the new field's default does: resuming with the default is the same run."""
+    config = dataclasses.replace(get_preset("tiny"), codec=CodecConfig(),
+                                 train=dataclasses.replace(CPU_CONFIG, max_steps=2))
+    assert config.train.weight_decay == TrainConfig().weight_decay
+    data = regression_data(24)
+    Trainer(small_mlp(), config, data, mse_loss, out_dir=tmp_path, model_config=ModelSettings(),
+            progress=False).fit()
+    written_before_the_field_existed(tmp_path / "last.pt", section, field)
+
+    longer = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=4))
+    trainer = Trainer(small_mlp(), longer, data, mse_loss, out_dir=tmp_path, resume=True,
+                      model_config=ModelSettings(), progress=False)
+    assert trainer.step == 2
+    trainer.fit()
+
+
+def test_checkpoints_written_before_a_field_existed_refuse_other_values(tmp_path):
+    """A value other than the default of a field the checkpoint lacks would change the run: refused."""
+    data = regression_data(24)
+
+    def write_then_resume(field, model_config=None, resumed_model_config=None):
+        config = dataclasses.replace(CPU_CONFIG, max_steps=2)
+        out_dir = tmp_path / str(len(list(tmp_path.iterdir())))
+        Trainer(small_mlp(), config, data, mse_loss, out_dir=out_dir, model_config=model_config,
+                progress=False).fit()
+        written_before_the_field_existed(out_dir / "last.pt", *field.split("."))
+        Trainer(small_mlp(), config, data, mse_loss, out_dir=out_dir, resume=True,
+                model_config=resumed_model_config, progress=False)
+
+    assert CPU_CONFIG.seed != TrainConfig().seed
+    with pytest.raises(CheckpointMismatchError, match=r"train.seed \(not in the checkpoint, which predates "
+                                                      r"it and so ran with the default 0; now 7\)"):
+        write_then_resume("train.seed")
+    with pytest.raises(CheckpointMismatchError, match=r"model.depth \(not in the checkpoint, .* now 3\)"):
+        write_then_resume("model.depth", ModelSettings(depth=3), ModelSettings(depth=3))
+    # A plain dict has no defaults: a key the checkpoint lacks is a difference.
+    with pytest.raises(CheckpointMismatchError, match=r"model.depth \(checkpoint '<absent>', now 2\)"):
+        write_then_resume("model.depth", {"hidden": 32, "depth": 2}, {"hidden": 32, "depth": 2})
+    # ... and so is a field the checkpoint has but this version of the config lacks.
+    with pytest.raises(CheckpointMismatchError, match=r"model.hidden \(checkpoint 32, now '<absent>'\)"):
+        write_then_resume("model.depth", ModelSettings(), {"depth": 2})
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     config = dataclasses.replace(CPU_CONFIG, max_steps=2)
     Trainer(small_mlp(), config, regression_data(24), mse_loss, out_dir=tmp_path, progress=False).fit()
@@ -323,6 +558,8 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_path):
+    """One launch trains the three runs of _ddp_worker: plain, with 2 micro-batches per step (all-reduced once
+    per step), and with two objectives, one of which starts at step 3 and takes the step."""
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -334,14 +571,20 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
         env=environment, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
+    # One process on the whole global batch, without accumulation: what all three runs must match.
     single = small_mlp()
     single_history = Trainer(single, DDP_CONFIG, regression_data(), mse_loss, progress=False).fit()
+    late = two_player_model()
+    late_history = Trainer(late, DDP_CONFIG, regression_data(), {"a": loss_a, "b": loss_b},
+                           optimizers=two_player_optimizers(late), objective_start_steps=LATE_START,
+                           progress=False).fit()
 
-    distributed = small_mlp(seed=1)
-    checkpoint = load_weights(distributed, tmp_path / "ddp" / "last.pt")
-    assert len(checkpoint["rng"]) == 2  # one RNG state per rank
-    for name, value in single.state_dict().items():
-        torch.testing.assert_close(distributed.state_dict()[name], value, rtol=0, atol=1e-6)
-    # the logged loss is the mean over ranks, i.e. the loss of the global batch
-    for ours, theirs in zip(single_history, checkpoint["history"]):
-        assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-6)
+    for run in RUNS:
+        reference, history = (late, late_history) if run == "late_start" else (single, single_history)
+        distributed = two_player_model(seed=1) if run == "late_start" else small_mlp(seed=1)
+        checkpoint = load_weights(distributed, tmp_path / "ddp" / run / "last.pt")
+        assert len(checkpoint["rng"]) == 2  # one RNG state per rank
+        assert_same_parameters(reference, distributed, atol=1e-6)
+        # the logged losses are means over ranks, i.e. the losses of the global batch
+        assert_same_history(history, checkpoint["history"])
+    assert [entry.get("b/given_step") for entry in late_history] == [None, None, None, 3.0, 4.0, 5.0]
