@@ -3,6 +3,7 @@
 Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
+    train      train a model of the pipeline (so far: --stage soundstream), resumable
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mlm_lessons import assignments
 
@@ -28,6 +30,32 @@ def _demo(args: argparse.Namespace) -> None:
 
     page = demo.write_demo(args.out, num_clips=args.num_clips, seed=args.seed, seconds=args.seconds)
     print(f"wrote {page} -- open it in a browser to look and listen")
+
+
+STAGES = ("soundstream",)
+
+
+def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+    import resource
+    import time
+
+    from mlm_lessons import config, datasets, soundstream
+
+    preset = config.get_preset(args.preset)
+    if args.device:
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, device=args.device))
+    data = args.data or datasets.ensure_synthcaps(args.preset)
+    clips = [item["audio"] for item in datasets.SynthCapsDataset(data, "train",
+                                                                  sample_rate=preset.data.sample_rate)]
+    started = time.time()
+    training, history = soundstream.train_codec(preset, clips, args.out, steps=args.steps, resume=True,
+                                                progress=not args.quiet)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"trained {history[-1]['step'] if history else 0} steps in {time.time() - started:.0f} s "
+          f"({usage.ru_utime + usage.ru_stime:.0f} s of CPU time); checkpoint in {args.out}")
+    if args.export:
+        print(f"wrote {training.codec.save(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
 
 
 def _notebooks(args: argparse.Namespace) -> None:
@@ -58,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=6.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train", help="train a model of the pipeline (resumes from --out)")
+    train.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
+    train.add_argument("--stage", required=True, choices=STAGES, help="which model to train")
+    train.add_argument("--data", default=None,
+                       help="a SynthCaps folder (default: data/synthcaps-<preset>, rendered if missing)")
+    train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
+    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")
+    train.add_argument("--export", default=None, help="also write the trained model alone to this file")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
 
     notebooks = commands.add_parser("notebooks", help="execute notebooks in place, storing outputs")
     notebooks.add_argument("paths", nargs="+", help="notebook files")

@@ -1,0 +1,377 @@
+"""Diagrams of the models, drawn by code so that they can be redrawn whenever the code changes.
+
+Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
+highlighted, and the codec lesson explains SoundStream with :func:`soundstream_diagram`. Both are plain
+matplotlib (rounded boxes, arrows and labels; no graphviz, no image files), and every number in a label
+comes from an argument or from the papers, so a figure cannot quietly disagree with the code::
+
+    soundstream_diagram()                                      # the course's codec: 1600 bit/s
+    soundstream_diagram(num_levels=12, codebook_size=1024,     # the paper's codec: 6000 bit/s
+                        strides=(3, 4, 5, 8), sample_rate=24_000)
+    musiclm_diagram(highlight="soundstream")                   # "... — this lesson: SoundStream"
+
+Like :mod:`mlm_lessons.viz`, each function draws on an ``ax`` it is given (or on a new figure) and
+returns the ``Axes``; nothing calls ``plt.show()``. On its own figure one data unit is one inch, which
+is why the layouts below are written in inches; text is placed in points, so it stays the right size
+whatever the scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.path import Path
+
+# One palette for every diagram: each part has a light tint to fill its boxes and a strong shade for
+# their edges (or their fill, when a lesson highlights that part).
+_PALETTE = {
+    "audio": ("#f1f1f1", "#5f5f5f"),
+    "soundstream": ("#dae7f4", "#1f66a8"),
+    "quantiser": ("#d3eeec", "#137d78"),
+    "discriminator": ("#f8dedb", "#b03a2e"),
+    "w2v_bert": ("#dcefdc", "#2b8a4a"),
+    "mulan": ("#ebe0f3", "#7a3fa0"),
+    "stages": ("#fde3c8", "#d0650c"),
+}
+_GREYED = ("#f4f4f4", "#cdcdcd", "#a3a3a3")  # face, edge, text of the parts a lesson is not about
+_INK = "#262626"
+_ARROW = "#555555"
+_LOSS = _PALETTE["discriminator"][1]
+_TITLE_SIZE = 9.5
+_DETAIL_SIZE = 8.5
+
+
+def soundstream_diagram(ax=None, num_levels: int = 4, codebook_size: int = 256,
+                        strides: tuple[int, ...] = (2, 4, 5, 8), sample_rate: int = 16_000,
+                        frame_rate: int = 50):
+    """SoundStream (Zeghidour et al., 2021) as a left-to-right block diagram, with its training losses.
+
+    Waveform -> encoder -> latent frames -> residual VQ (``num_levels`` quantisers, each quantising the
+    residual of the one above, giving codes of shape levels x frames) -> sum of code vectors -> decoder
+    -> waveform; below, the two discriminators that compare real clips with reconstructions. The caption
+    gives the bitrate, ``frame_rate x num_levels x log2(codebook_size)``. The defaults are the course's
+    ``tiny`` codec; ``num_levels=12, codebook_size=1024, strides=(3, 4, 5, 8), sample_rate=24_000``
+    is the paper's (MusicLM's).
+
+    Raises:
+        ValueError: when ``sample_rate / prod(strides)`` is not ``frame_rate``.
+    """
+    samples_per_frame = math.prod(strides)
+    if sample_rate != frame_rate * samples_per_frame:
+        raise ValueError(f"strides {'·'.join(map(str, strides))} give {samples_per_frame} samples per "
+                         f"frame, so {sample_rate} Hz makes {sample_rate / samples_per_frame:g} frames per "
+                         f"second, not {frame_rate}")
+    ax = _canvas(ax, 13, 5.5, "SoundStream: a neural audio codec (Zeghidour et al., 2021)")
+    rate = f"{sample_rate / 1000:g} kHz"
+    row = 3.45  # the height of the signal path, left to right
+
+    # Encoder, quantiser and decoder learn together from the two losses, so one frame holds them.
+    ax.add_patch(FancyBboxPatch((1.3, 2.05), 10.3, 2.67, boxstyle="round,pad=0,rounding_size=0.15",
+                                facecolor="none", edgecolor="#9a9a9a", linestyle=(0, (4, 3)), linewidth=1))
+    ax.text(1.42, 2.12, "codec: trained end to end", fontsize=_DETAIL_SIZE, style="italic",
+            color="#777777", va="bottom")
+
+    _waveform(ax, (0.65, row), "audio in", rate)
+    _arrow(ax, (1.15, row), (1.5, row))
+    strides_text = "·".join(map(str, strides))
+    _box(ax, (2.55, row), (2.1, 1.55), "Encoder",
+         f"causal SEANet convs\nstrides {strides_text} = {samples_per_frame}\nsamples per frame\n"
+         f"residual units with\ndilations 1, 3, 9", colors=_colors("soundstream"))
+    _arrow(ax, (3.6, row), (3.95, row))
+    _latent_frames(ax, (4.35, row + 0.15), frame_rate)
+
+    rows, height = _residual_vq(ax, num_levels, codebook_size, left=5.1, right=7.3, bottom=2.12, top=4.65)
+    _arrow(ax, (4.75, row + 0.15), (5.22, row + 0.15), (5.22, rows[0]), (5.52, rows[0]))
+    _codes(ax, rows, height, left=7.5, right=8.35, source=7.18)
+
+    # Decoding looks each code up in its level's codebook and adds the vectors (every level's row
+    # joins the sum): the RVQ's approximation of the latent frame.
+    bus = 8.47
+    for y in rows:
+        _arrow(ax, (8.35, y), (bus, y), style="-")
+    _arrow(ax, (bus, rows[0]), (bus, rows[-1]), style="-")
+    _arrow(ax, (bus, row), (8.74, row))
+    ax.add_patch(Circle((8.98, row), 0.24, facecolor=_PALETTE["quantiser"][0],
+                        edgecolor=_PALETTE["quantiser"][1], linewidth=1.3))
+    ax.text(8.98, row, "Σ", fontsize=14, ha="center", va="center", color=_INK)
+    _text_block(ax, (8.98, row - 0.6), "", "sum of\ncode vectors", _INK)
+    _arrow(ax, (9.22, row), (9.55, row))
+    _box(ax, (10.5, row), (1.9, 1.35), "Decoder",
+         f"transposed convs\nstrides {'·'.join(map(str, reversed(strides)))}\nmirror of the encoder",
+         colors=_colors("soundstream"))
+    _arrow(ax, (11.45, row), (11.85, row))
+    _waveform(ax, (12.35, row), "audio out", rate)
+
+    # Losses. Reconstruction compares input and output on mel spectrograms at several resolutions...
+    _arrow(ax, (0.65, 4.05), (0.65, 4.95), (12.35, 4.95), (12.35, 4.05), color=_LOSS, style="<|-|>",
+           linestyle=(0, (4, 3)))
+    _on_line(ax, (6.5, 4.95), "multi-scale mel reconstruction loss (input vs reconstruction)", _LOSS)
+    # ...while two discriminators see real clips and reconstructions, and their verdicts train the codec.
+    _box(ax, (9.45, 1.18), (2.2, 0.75), "multi-resolution\nwaveform discriminator",
+         "audio at 1×, ½×, ¼× rate", colors=_colors("discriminator"), title_size=9)
+    _box(ax, (11.85, 1.18), (1.95, 0.75), "STFT\ndiscriminator", "complex spectrogram",
+         colors=_colors("discriminator"), title_size=9)
+    _arrow(ax, (12.35, 2.85), (12.35, 1.555))
+    _arrow(ax, (12.35, 2.85), (12.35, 1.82), (9.95, 1.82), (9.95, 1.555))
+    _on_line(ax, (11.15, 1.82), "reconstruction", _INK)
+    _arrow(ax, (0.65, 2.85), (0.65, 0.4), (8.95, 0.4), (8.95, 0.805))
+    _arrow(ax, (0.65, 2.85), (0.65, 0.4), (11.35, 0.4), (11.35, 0.805))
+    _on_line(ax, (4.8, 0.4), "real audio", _INK)
+    _arrow(ax, (8.35, 1.18), (7.0, 1.18), (7.0, 2.05), color=_LOSS, linestyle=(0, (4, 3)))
+    ax.text(7.1, 1.6, "hinge adversarial +\nfeature matching", fontsize=_DETAIL_SIZE, color=_LOSS,
+            va="center", linespacing=1.15)
+
+    bits_per_code = math.log2(codebook_size)
+    bitrate = frame_rate * num_levels * bits_per_code
+    ax.text(1.3, 1.35, "bitrate = frame rate × levels × log2(codebook size)\n"
+            f"= {frame_rate} × {num_levels} × log2({codebook_size}) = {bitrate:g} bit/s",
+            fontsize=10, color=_INK, va="center", linespacing=1.4)
+    return ax
+
+
+def _residual_vq(ax, num_levels, codebook_size, left, right, bottom, top):
+    """The residual VQ as a stack of quantisers joined by residual arrows.
+
+    Returns the centre line of each level, top to bottom, and the height of a level's box.
+    """
+    tint, shade = _PALETTE["quantiser"]
+    ax.add_patch(FancyBboxPatch((left, bottom), right - left, top - bottom,
+                                boxstyle="round,pad=0,rounding_size=0.12", facecolor="white", edgecolor=shade,
+                                linewidth=1.3))
+    _text_block(ax, ((left + right) / 2, top - 0.25), "Residual VQ",
+                f"{num_levels} levels × {codebook_size} codes", _INK)
+    stack_top, stack_bottom = top - 0.5, bottom + 0.1
+    pitch = (stack_top - stack_bottom) / num_levels
+    height = min(0.28, pitch * 0.8)
+    box_left, box_right, hook = left + 0.42, right - 0.12, left + 0.26
+    rows = [stack_top - pitch * (level + 0.5) for level in range(num_levels)]
+    for level, y in enumerate(rows, start=1):
+        ax.add_patch(FancyBboxPatch((box_left, y - height / 2), box_right - box_left, height,
+                                    boxstyle=f"round,pad=0,rounding_size={min(0.06, height / 3)}",
+                                    facecolor=tint, edgecolor=shade, linewidth=1, gid=f"quantiser {level}"))
+        # Level 1 quantises the latent frame; every later level quantises what the levels above missed
+        # (the residual), which the hook from one level to the next carries.
+        ax.text((box_left + box_right) / 2, y, f"level {level}: {'latent' if level == 1 else 'residual'}",
+                fontsize=8, ha="center", va="center", color=_INK)
+        if level > 1:
+            above = rows[level - 2]
+            _arrow(ax, (box_left, above - height / 4), (hook, above - height / 4), (hook, y + height / 4),
+                   (box_left, y + height / 4), head=8)
+    return rows, height
+
+
+def _codes(ax, rows, height, left, right, source):
+    """The codes as a grid, one row per level (filled by an arrow from its quantiser) and a few frames."""
+    tint, shade = _PALETTE["quantiser"]
+    frames = 5
+    width = (right - left) / frames
+    for y in rows:
+        _arrow(ax, (source, y), (left, y), head=8)
+        for frame in range(frames):
+            ax.add_patch(Rectangle((left + frame * width, y - height / 2), width, height, facecolor=tint,
+                                   edgecolor=shade, linewidth=0.8))
+    _text_block(ax, ((left + right) / 2, rows[0] + height / 2 + 0.24), "", "codes\n(levels × frames)",
+                _INK)
+
+
+def _latent_frames(ax, center, frame_rate):
+    """A few encoder output vectors as thin bars, one per frame."""
+    x, y = center
+    tint, shade = _PALETTE["soundstream"]
+    for offset in np.linspace(-0.3, 0.3, 5):
+        ax.add_patch(Rectangle((x + offset - 0.05, y - 0.4), 0.1, 0.8, facecolor=tint, edgecolor=shade,
+                               linewidth=0.9))
+    _text_block(ax, (x, y - 0.72), "", f"latent frames\n{frame_rate} per second", _INK)
+
+
+def _waveform(ax, center, title, rate):
+    """An audio box: a decaying oscillation drawn above its name and sample rate."""
+    x, y = center
+    _box(ax, center, (1.0, 1.2), title, rate, colors=_colors("audio"), text_at=(x, y - 0.22))
+    t = np.linspace(0, 1, 200)
+    wave = np.sin(2 * np.pi * 7 * t) * np.exp(-2.5 * t) * (1 - t) ** 0.3
+    ax.plot(x - 0.38 + 0.76 * t, y + 0.3 + 0.17 * wave, color=_PALETTE["soundstream"][1], linewidth=1.2)
+
+
+# What each lesson highlights in the big picture: the part (a key of _PALETTE) and its name in the title.
+_LESSON_PARTS = {
+    "soundstream": ("soundstream", "SoundStream"),
+    "w2v_bert": ("w2v_bert", "w2v-BERT"),
+    "mulan": ("mulan", "MuLan"),
+    "stages": ("stages", "the three stages"),
+    "attention": ("stages", "attention, inside the three stage transformers"),  # built in lessons 01–02
+}
+
+
+def musiclm_diagram(highlight: str | None = None, ax=None):
+    """MusicLM (Agostinelli et al., 2023) in one picture: training on top, inference below.
+
+    Training turns each audio clip into three token sequences (MuLan tokens ``M_A``, semantic tokens
+    ``S``, acoustic tokens ``A``) on which the three stage transformers learn next-token prediction.
+    Inference swaps the MuLan audio tower for the text tower, lets the stages generate ``S`` and then
+    ``A``, and decodes ``A`` with SoundStream.
+
+    Args:
+        highlight: the part a lesson is about, drawn in a strong colour with the rest greyed:
+            ``"soundstream"``, ``"w2v_bert"``, ``"mulan"``, ``"stages"`` or ``"attention"`` (the
+            stage transformers, built from attention); ``None`` colours every part.
+
+    Raises:
+        ValueError: for any other ``highlight``.
+    """
+    if highlight is not None and highlight not in _LESSON_PARTS:
+        raise ValueError(f"unknown highlight {highlight!r}; valid names: "
+                         f"{', '.join(map(repr, _LESSON_PARTS))} or None")
+    part, part_name = _LESSON_PARTS[highlight] if highlight else (None, "")
+    title = "MusicLM in one picture" + (f" — this lesson: {part_name}" if highlight else "")
+    ax = _canvas(ax, 15, 6.15, title)
+
+    def colors(box_part):
+        return _colors(box_part, highlighted=part)
+
+    _band(ax, bottom=3.05, top=5.6, label="training")
+    _band(ax, bottom=0.2, top=2.8, label="inference")
+
+    # Training: every clip becomes three token sequences, one per branch...
+    branches = (5.1, 4.33, 3.56)
+    _box(ax, (1.5, 4.33), (1.05, 0.75), "audio", "music clip", colors=colors("audio"))
+    for y in branches:
+        _arrow(ax, (2.025, 4.33), (2.3, 4.33), (2.3, y), (2.55, y))
+    for y, tower, tokeniser, tokens, tokens_detail, branch_part in zip(
+            branches,
+            (("MuLan audio tower", "128-d embedding"), ("w2v-BERT", "an intermediate layer"),
+             ("SoundStream encoder", "24 kHz → 50 frames/s")),
+            (("RVQ", "12 × 1024"), ("k-means", "1024 clusters"), ("RVQ", "12 × 1024")),
+            ("$M_A$  MuLan audio tokens", "$S$  semantic tokens", "$A$  acoustic tokens"),
+            ("12 per clip", "25 per second", "50 per second × 12 levels\n4 coarse + 8 fine"),
+            ("mulan", "w2v_bert", "soundstream")):
+        _box(ax, (3.55, y), (2.0, 0.6), *tower, colors=colors(branch_part))
+        _arrow(ax, (4.55, y), (4.95, y))
+        _box(ax, (5.6, y), (1.3, 0.6), *tokeniser, colors=colors(branch_part),
+             name=f"{tokeniser[0]} ({tower[0]})")
+        _arrow(ax, (6.25, y), (6.65, y))
+        _box(ax, (7.75, y), (2.2, 0.66), tokens, tokens_detail, colors=colors(branch_part), rounding=0.3)
+        _arrow(ax, (8.85, y), (9.4, y))
+    # ...on which the three stages learn to predict the next token.
+    greyed = part not in (None, "stages")
+    _box(ax, (12.05, 4.33), (5.3, 2.2), "training the three stages",
+         "decoder-only transformers, next-token prediction",
+         colors=("white",) + (_GREYED[1:] if greyed else (_PALETTE["stages"][1], _INK)),
+         text_at=(12.05, 5.15))
+    for x, stage, detail in ((10.31, "semantic stage", "predicts $S$\ngiven $M_A$"),
+                             (12.07, "coarse stage", "predicts $A$ levels 1–4\ngiven $M_A$ and $S$"),
+                             (13.83, "fine stage", "predicts $A$ levels 5–12\ngiven levels 1–4")):
+        _box(ax, (x, 4.03), (1.62, 1.1), stage, detail, colors=colors("stages"), name=f"{stage} (training)")
+
+    # Inference: text in, waveform out, each box feeding the next.
+    steps = (  # title, detail, part, width; tokens are the narrower, rounder boxes
+        ("text", "“calm piano\nballad”", "audio", 1.0),
+        ("MuLan\ntext tower", "128-d", "mulan", 1.1),
+        ("RVQ", "12 × 1024", "mulan", 0.8),
+        ("$M_T$", "12 tokens", "mulan", 0.75),
+        ("semantic\nstage", "→ $S$", "stages", 1.05),
+        ("$S$", "25 /s", "w2v_bert", 0.6),
+        ("coarse\nstage", "levels 1–4", "stages", 1.05),
+        ("fine\nstage", "levels 5–12", "stages", 1.05),
+        ("$A$", "50 /s", "soundstream", 0.6),
+        ("SoundStream\ndecoder", "→ 24 kHz", "soundstream", 1.2),
+        ("waveform", "music", "audio", 1.05),
+    )
+    row, left, right = 1.35, 0.9, 14.75
+    gap = (right - left - sum(width for *_, width in steps)) / (len(steps) - 1)
+    middles = {}
+    for title_text, detail, box_part, width in steps:
+        is_token = title_text.startswith("$")
+        _box(ax, (left + width / 2, row), (width, 0.62 if is_token else 0.8), title_text, detail,
+             colors=colors(box_part), rounding=0.28 if is_token else 0.1)
+        if middles:
+            _arrow(ax, (left - gap, row), (left, row))
+        middles[title_text] = left + width / 2
+        left += width + gap
+    # The coarse stage is conditioned on the MuLan tokens as well as on S (as in training)...
+    m_t, coarse, a = middles["$M_T$"], middles["coarse\nstage"], middles["$A$"]
+    _arrow(ax, (m_t, row + 0.31), (m_t, 2.35), (coarse, 2.35), (coarse, row + 0.4))
+    _on_line(ax, ((m_t + coarse) / 2, 2.35), "$M_T$ conditions the coarse stage too", _INK)
+    # ...and the decoder needs all twelve levels, so the coarse ones also go straight to A.
+    _arrow(ax, (coarse, row - 0.4), (coarse, 0.55), (a, 0.55), (a, row - 0.31))
+    _on_line(ax, ((coarse + a) / 2, 0.55), "levels 1–4", _INK)
+    return ax
+
+
+def _band(ax, bottom, top, label):
+    """A pale background band holding one row of the picture, named on its left."""
+    ax.add_patch(FancyBboxPatch((0.15, bottom), 14.7, top - bottom,
+                                boxstyle="round,pad=0,rounding_size=0.15", facecolor="#fafafa",
+                                edgecolor="#e2e2e2", linewidth=1))
+    ax.text(0.45, (bottom + top) / 2, label, rotation=90, fontsize=11, fontweight="bold", color="#6a6a6a",
+            ha="center", va="center")
+
+
+def _canvas(ax, width, height, title):
+    """Hidden axes of ``width`` x ``height`` data units, titled inside at the top.
+
+    A new figure gets ``figsize=(width, height)`` and axes that fill it, so that one unit is one inch.
+    """
+    if ax is None:
+        ax = plt.figure(figsize=(width, height)).add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_axis_off()
+    ax.set_title(title, y=1 - 0.12 / height, va="top", pad=0, fontsize=13, fontweight="bold", color=_INK)
+    return ax
+
+
+def _colors(part, highlighted=None):
+    """(face, edge, text) colours for a box of ``part``: its tint, or strong when it is highlighted, or
+    grey when another part is."""
+    tint, shade = _PALETTE[part]
+    if highlighted is None:
+        return tint, shade, _INK
+    if part == highlighted:
+        return shade, shade, "white"
+    return _GREYED
+
+
+def _box(ax, center, size, title, detail="", *, colors, name=None, rounding=0.1, title_size=_TITLE_SIZE,
+         text_at=None):
+    """A rounded box with a bold title over smaller detail lines (centred, or at ``text_at``).
+
+    Its ``gid`` is ``name``, by default the title on one line, so that tests can find it.
+    """
+    face, edge, text_color = colors
+    (x, y), (width, height) = center, size
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                                boxstyle=f"round,pad=0,rounding_size={rounding}", facecolor=face,
+                                edgecolor=edge, linewidth=1.3, gid=name or title.replace("\n", " ")))
+    _text_block(ax, text_at or center, title, detail, text_color, title_size)
+
+
+def _text_block(ax, xy, title, detail, color, title_size=_TITLE_SIZE):
+    """A bold title over smaller detail lines, the whole block centred on ``xy``."""
+    # Offsets in points rather than data units keep the lines apart at any scale of the axes.
+    title_height = title_size * 1.3 * (title.count("\n") + 1) if title else 0
+    detail_height = _DETAIL_SIZE * 1.3 * (detail.count("\n") + 1) if detail else 0
+    top = (title_height + detail_height) / 2
+    common = dict(xy=xy, textcoords="offset points", ha="center", va="top", color=color, linespacing=1.15)
+    if title:
+        ax.annotate(title, xytext=(0, top), fontsize=title_size, fontweight="bold", **common)
+    if detail:
+        ax.annotate(detail, xytext=(0, top - title_height), fontsize=_DETAIL_SIZE, **common)
+
+
+def _arrow(ax, *points, color=_ARROW, style="-|>", linestyle="-", head=10):
+    """An arrow along the straight segments through ``points``, its head (``head`` points) at the last.
+
+    ``style="-"`` draws a plain line, ``"<|-|>"`` a head at both ends.
+    """
+    ax.add_patch(FancyArrowPatch(path=Path(points), arrowstyle=style, mutation_scale=head, color=color,
+                                 linewidth=1.3, linestyle=linestyle, joinstyle="miter", capstyle="butt"))
+
+
+def _on_line(ax, xy, text, color):
+    """A label sitting on a line, with a white background that cuts the line where the text is."""
+    ax.text(*xy, text, fontsize=_DETAIL_SIZE, color=color, ha="center", va="center",
+            bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none"))

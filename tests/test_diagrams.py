@@ -1,0 +1,130 @@
+"""Diagrams show what their arguments say, highlight the right part, and stay readable."""
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+
+from mlm_lessons import diagrams  # noqa: E402
+
+PAPER_CODEC = dict(num_levels=12, codebook_size=1024, strides=(3, 4, 5, 8), sample_rate=24_000)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def texts(ax):
+    return [text.get_text() for text in ax.texts]
+
+
+def box(ax, name):
+    (patch,) = [patch for patch in ax.patches if patch.get_gid() == name]
+    return patch
+
+
+def quantisers(ax):
+    return [patch for patch in ax.patches if (patch.get_gid() or "").startswith("quantiser ")]
+
+
+def test_soundstream_diagram_shows_the_codec_its_losses_and_its_bitrate():
+    ax = diagrams.soundstream_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("Encoder", "strides 2·4·5·8 = 320", "dilations 1, 3, 9", "50 per second", "Residual VQ",
+                  "4 levels × 256 codes", "codes\n(levels × frames)", "sum of\ncode vectors", "Decoder",
+                  "multi-resolution\nwaveform discriminator", "STFT\ndiscriminator",
+                  "multi-scale mel reconstruction loss", "hinge adversarial +\nfeature matching",
+                  "= 50 × 4 × log2(256) = 1600 bit/s"):
+        assert label in labels
+    assert len(quantisers(ax)) == 4
+    assert not ax.axison
+
+
+def test_soundstream_diagram_takes_its_numbers_from_the_arguments():
+    ax = diagrams.soundstream_diagram(**PAPER_CODEC)
+    labels = "\n".join(texts(ax))
+    for label in ("strides 3·4·5·8 = 480", "strides 8·5·4·3", "24 kHz", "12 levels × 1024 codes",
+                  "6000 bit/s"):
+        assert label in labels
+    assert len(quantisers(ax)) == 12
+
+
+def test_soundstream_diagram_rejects_strides_that_miss_the_frame_rate():
+    with pytest.raises(ValueError, match="320 samples per frame"):
+        diagrams.soundstream_diagram(sample_rate=24_000)
+
+
+def test_diagrams_draw_on_the_axes_they_are_given():
+    _, axes = plt.subplots(1, 2)
+    assert diagrams.soundstream_diagram(ax=axes[0]) is axes[0]
+    assert diagrams.musiclm_diagram(ax=axes[1]) is axes[1]
+
+
+@pytest.mark.parametrize("draw", [
+    diagrams.soundstream_diagram,
+    lambda: diagrams.soundstream_diagram(**PAPER_CODEC),
+    diagrams.musiclm_diagram,
+    lambda: diagrams.musiclm_diagram(highlight="attention"),
+], ids=["soundstream", "soundstream-paper", "musiclm", "musiclm-attention"])
+def test_text_is_large_enough_inside_the_figure_and_never_overlaps(draw):
+    ax = draw()
+    figure = ax.figure
+    figure.set_dpi(72)
+    renderer = figure.canvas.get_renderer()
+    artists = [text for text in [*ax.texts, ax.title] if text.get_text()]
+    assert all(text.get_fontsize() >= 8 for text in artists)
+    extents = [text.get_window_extent(renderer) for text in artists]
+    assert all(figure.bbox.contains(e.x0, e.y0) and figure.bbox.contains(e.x1, e.y1) for e in extents)
+    # One pixel of slack: touching is fine, covering is not.
+    shrunk = [e.padded(-1) for e in extents]
+    for (a, text_a), (b, text_b) in itertools.combinations(zip(shrunk, artists), 2):
+        assert not a.overlaps(b), (text_a.get_text(), text_b.get_text())
+
+
+def test_musiclm_diagram_shows_training_and_inference():
+    ax = diagrams.musiclm_diagram()
+    labels = set(texts(ax))
+    for label in ("MuLan audio tower", "w2v-BERT", "k-means", "SoundStream encoder",
+                  "$M_A$  MuLan audio tokens", "$S$  semantic tokens", "$A$  acoustic tokens",
+                  "MuLan\ntext tower", "$M_T$", "semantic\nstage", "coarse\nstage", "fine\nstage",
+                  "SoundStream\ndecoder", "waveform", "training", "inference"):
+        assert label in labels
+    assert ax.get_title() == "MusicLM in one picture"
+
+
+def test_highlight_puts_the_lesson_in_strong_colour_and_greys_the_rest():
+    plain = diagrams.musiclm_diagram()
+    lesson = diagrams.musiclm_diagram(highlight="soundstream")
+    assert lesson.get_title() == "MusicLM in one picture — this lesson: SoundStream"
+
+    def face(ax, name):
+        return to_rgba(box(ax, name).get_facecolor())
+
+    assert face(lesson, "SoundStream encoder") != face(plain, "SoundStream encoder")
+    assert face(lesson, "SoundStream decoder") == face(lesson, "SoundStream encoder")
+    assert face(lesson, "MuLan audio tower") != face(plain, "MuLan audio tower")
+    assert face(lesson, "MuLan audio tower") == face(lesson, "w2v-BERT")  # both greyed
+
+
+@pytest.mark.parametrize("highlight", ["stages", "attention"])
+def test_stages_and_attention_highlight_the_three_stage_transformers(highlight):
+    plain = diagrams.musiclm_diagram()
+    lesson = diagrams.musiclm_diagram(highlight=highlight)
+    strong = to_rgba(box(lesson, "semantic stage").get_facecolor())
+    assert strong != to_rgba(box(plain, "semantic stage").get_facecolor())
+    for stage in ("coarse stage", "fine stage", "semantic stage (training)", "fine stage (training)"):
+        assert to_rgba(box(lesson, stage).get_facecolor()) == strong
+    assert to_rgba(box(lesson, "SoundStream encoder").get_facecolor()) != strong
+
+
+def test_unknown_highlight_lists_the_valid_names():
+    with pytest.raises(ValueError) as error:
+        diagrams.musiclm_diagram(highlight="vocoder")
+    for name in ("soundstream", "w2v_bert", "mulan", "stages", "attention"):
+        assert repr(name) in str(error.value)

@@ -1,0 +1,170 @@
+"""SoundStream: causal, shaped as documented, at the configured bitrate, saved and loaded safely, trainable
+with the one Trainer, and refusing bad input with a message; the mu-law baseline behaves as its maths says."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from mlm_lessons import config, metrics, soundstream
+from mlm_lessons.audio import AudioError
+from mlm_lessons.train import CheckpointMismatchError, load_checkpoint, save_atomically
+
+SAMPLE_RATE = 16_000
+
+
+def micro_config(**codec_changes) -> config.Config:
+    """The tiny preset's token layout with a codec narrow enough to train in seconds."""
+    tiny = config.get_preset("tiny")
+    codec = dataclasses.replace(tiny.codec, channels=4, latent_dim=16, discriminator_channels=4,
+                                crop_seconds=0.16, batch_size=4, adversarial_start_step=3, **codec_changes)
+    tokens = dataclasses.replace(tiny.tokens, codebook_size=32)
+    return dataclasses.replace(tiny, codec=codec, tokens=tokens)
+
+
+def clips(count=4, seconds=0.5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    time = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    frequencies = 200 + 600 * torch.rand(count, 1, generator=generator)
+    return list(0.5 * torch.sin(2 * math.pi * frequencies * time) * torch.exp(-2 * time))
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return soundstream.SoundStream.from_config(micro_config()).eval()
+
+
+def test_encoder_and_decoder_are_causal():
+    tiny = config.get_preset("tiny").codec
+    encoder = soundstream.Encoder(4, tiny.strides, 8)
+    decoder = soundstream.Decoder(4, tiny.strides, 8)
+    audio = torch.randn(1, 1, 3200)
+    changed = audio.clone()
+    changed[..., 1600:] += 1.0                                  # change the future from frame 5 on
+    torch.testing.assert_close(encoder(audio)[..., :5], encoder(changed)[..., :5])
+    assert not torch.allclose(encoder(audio)[..., 5:], encoder(changed)[..., 5:])
+    latents = torch.randn(1, 8, 10)
+    later = latents.clone()
+    later[..., 5:] += 1.0
+    torch.testing.assert_close(decoder(latents)[..., :1600], decoder(later)[..., :1600])
+
+
+def test_codes_and_audio_have_the_documented_shapes(codec):
+    audio = torch.stack(clips(2))                               # (2, 8000): 25 frames of 320 samples
+    codes = codec.encode(audio)
+    assert codes.shape == (2, codec.num_levels, 25) and codes.dtype == torch.int64
+    assert codec.decode(codes).shape == (2, 8000)
+    assert codec.decode(codes[:, :1]).shape == (2, 8000)        # fewer levels: a lower bitrate
+    output = codec(audio)
+    assert output.audio.shape == (2, 8000) and output.quantizer_loss.dim() == 0
+
+
+@pytest.mark.parametrize("name", sorted(config.PRESETS))
+def test_bitrate_is_frame_rate_times_levels_times_bits(name):
+    preset = config.get_preset(name)
+    tokens = preset.tokens
+    model = soundstream.SoundStream(preset.data.sample_rate, tokens.soundstream_frame_rate, tokens.rvq_levels,
+                                    tokens.codebook_size, dataclasses.replace(preset.codec, channels=2, latent_dim=4))
+    assert model.hop_length * tokens.soundstream_frame_rate == preset.data.sample_rate
+    assert model.bitrate == tokens.soundstream_frame_rate * tokens.rvq_levels * math.log2(tokens.codebook_size)
+    assert {"tiny": 1_600, "paper": 6_000}.get(name, model.bitrate) == model.bitrate
+
+
+def test_strides_that_do_not_match_the_frame_rate_are_refused():
+    with pytest.raises(ValueError, match=r"strides \(2, 4, 5\) give 40 samples per frame.*needs 320"):
+        soundstream.SoundStream(16_000, 50, 4, 32, config.CodecConfig(strides=(2, 4, 5)))
+
+
+def test_bad_audio_and_codes_are_clear_errors(codec):
+    good = torch.stack(clips(1))
+    with pytest.raises(AudioError, match=r"at 16000 Hz but the audio is at 24000 Hz.*resample"):
+        codec.encode(good, sample_rate=24_000)
+    with pytest.raises(AudioError, match=r"not a whole number of frames of 320 samples; pass pad=True"):
+        codec.encode(good[:, :1000])
+    assert codec.encode(good[:, :1000], pad=True).shape[-1] == 4
+    with pytest.raises(AudioError, match="NaN"):
+        codec.encode(torch.full((1, 320), float("nan")))
+    with pytest.raises(AudioError, match=r"\(samples,\) or \(batch, samples\)"):
+        codec.encode(torch.zeros(1, 2, 320))
+    codes = codec.encode(good)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 32\)"):
+        codec.decode(codes + 32)
+    with pytest.raises(ValueError, match=r"codes have 5 levels but this codec has 4"):
+        codec.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="codes must be integers"):
+        codec.decode(codes.float())
+
+
+def test_save_and_load_round_trip_and_refuse_another_config(codec, tmp_path):
+    path = codec.save(tmp_path / "codec.pt")
+    loaded = soundstream.SoundStream.load(path)
+    audio = torch.stack(clips(1))
+    torch.testing.assert_close(loaded.encode(audio), codec.encode(audio))
+    torch.testing.assert_close(loaded.reconstruct(audio), codec.reconstruct(audio), atol=2e-3, rtol=0)
+
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["codec"]["channels"] = 8                  # a checkpoint of a wider codec
+    save_atomically(payload, tmp_path / "wider.pt")
+    with pytest.raises(CheckpointMismatchError, match="different shape"):
+        soundstream.SoundStream.load(tmp_path / "wider.pt")
+
+
+def test_a_checkpoint_older_than_a_config_field_still_loads(codec, tmp_path):
+    payload = torch.load(codec.save(tmp_path / "codec.pt"), weights_only=True)
+    del payload["config"]["codec"]["feature_weight"]            # as if written before the field existed
+    save_atomically(payload, tmp_path / "old.pt")
+    loaded = soundstream.SoundStream.load(tmp_path / "old.pt")
+    assert loaded.codec_config.feature_weight == config.CodecConfig().feature_weight
+    payload["config"]["codec"]["from_the_future"] = 1
+    save_atomically(payload, tmp_path / "new.pt")
+    with pytest.raises(CheckpointMismatchError, match="from_the_future"):
+        soundstream.SoundStream.load(tmp_path / "new.pt")
+
+
+def test_discriminators_give_logits_and_features_the_gan_losses_accept():
+    training = soundstream.CodecTraining.from_config(micro_config())
+    real, fake = torch.stack(clips(2)), torch.randn(2, 8000) * 0.1
+    real_logits, real_features = training.discriminate(real)
+    fake_logits, fake_features = training.discriminate(fake)
+    assert len(real_logits) == 4 and all(logits.shape[0] == 2 for logits in real_logits)  # 3 waveform + 1 STFT
+    from mlm_lessons import gan
+    assert gan.discriminator_loss(real_logits, fake_logits).item() > 0
+    assert gan.feature_matching_loss(real_features, fake_features).item() > 0
+
+
+def test_multi_scale_mel_loss_is_zero_for_a_copy_and_has_gradients():
+    real = torch.stack(clips(2))
+    assert soundstream.multi_scale_mel_loss(real, real, SAMPLE_RATE).item() == 0.0
+    estimate = (real + 0.05 * torch.randn_like(real)).requires_grad_()
+    loss = soundstream.multi_scale_mel_loss(estimate, real, SAMPLE_RATE)
+    loss.backward()
+    assert loss.item() > 0 and estimate.grad.abs().sum() > 0
+
+
+def test_a_short_training_run_lowers_the_reconstruction_loss_and_starts_the_discriminator_late(tmp_path):
+    preset = dataclasses.replace(micro_config(), train=dataclasses.replace(
+        config.get_preset("tiny").train, log_every=1, checkpoint_every=0))
+    training, history = soundstream.train_codec(preset, clips(8), tmp_path / "run", steps=12, progress=False)
+    reconstruction = [row["codec/reconstruction"] for row in history]
+    assert reconstruction[-1] < reconstruction[0]
+    assert [("discriminator/loss" in row) for row in history] == [row["step"] > 3 for row in history]
+    assert "codec/adversarial" in history[-1] and "codec/adversarial" not in history[0]
+    loaded = soundstream.SoundStream.load(tmp_path / "run" / "last.pt")   # the trainer's own checkpoint
+    audio = torch.stack(clips(1))
+    torch.testing.assert_close(loaded.encode(audio), training.codec.encode(audio))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 12
+
+
+def test_mu_law_baseline_bitrate_and_quality_ordering():
+    audio = torch.stack(clips(2, seconds=0.25))
+    nearly_lossless = soundstream.mu_law_codec(audio, SAMPLE_RATE, SAMPLE_RATE, 16)
+    assert metrics.si_snr(nearly_lossless, audio).min() > 40
+    coarse = soundstream.mu_law_codec(audio, SAMPLE_RATE, 4_000, 4)
+    finer = soundstream.mu_law_codec(audio, SAMPLE_RATE, 4_000, 8)
+    assert metrics.si_snr(finer, audio).mean() > metrics.si_snr(coarse, audio).mean()
+    decoded, setting = soundstream.best_mu_law_codec(audio, SAMPLE_RATE, 1_600)
+    assert decoded.shape == audio.shape and setting["bits"] * setting["codec_rate"] <= 1_600
+    with pytest.raises(ValueError, match="bits must be between 1 and 16"):
+        soundstream.mu_law_codec(audio, SAMPLE_RATE, 4_000, 0)
