@@ -31,8 +31,12 @@ tokens of MusicLM are exactly these indices. Read top to bottom:
    training batch is clustered (k-means++ seeding, then ``kmeans_iterations`` Lloyd steps) and the
    codebook starts at its centroids.
 6. **Dead-code replacement.** Codes still die during training, as the encoder's vectors move. A code
-   that won no vector for ``dead_code_steps`` consecutive training steps is re-seeded with a random
-   vector of the current batch (exactly that vector, no noise), where it is sure to be near real data.
+   that won no vector for ``dead_code_steps`` consecutive training steps is re-seeded from a random
+   vector ``v`` of the current batch: it is put a tenth of the way from ``v``'s nearest code to ``v``.
+   So it *splits* a code in use (busy codes, owning many vectors, are the likeliest to be split) and
+   takes over the vectors on ``v``'s side of it. Why not on ``v`` itself? In many dimensions a single
+   sample is about twice as far (in squared distance) from the other samples of its cluster as their
+   mean is: a code placed on a sample wins almost nothing on the next batch, and dies again.
 7. **Residual VQ** (:class:`ResidualVQ`, Zeghidour et al., 2021, SoundStream). One codebook of 1024 codes
    is 10 bits per frame: far too coarse. ``L`` levels each quantise what the previous ones left over::
 
@@ -46,8 +50,9 @@ tokens of MusicLM are exactly these indices. Read top to bottom:
 
 Several processes (DDP, :mod:`mlm_lessons.train`): the EMA statistics are summed over ranks, and k-means
 and dead-code replacement draw from the vectors of all ranks, with the same random generator everywhere,
-so ``P`` processes that each see ``1/P`` of a global batch keep exactly the codebooks of one process that
-sees all of it. All randomness comes from a generator seeded by ``(seed, training step)``: runs repeat.
+so ``P`` processes that each see ``1/P`` of a global batch keep the codebooks of one process that sees all
+of it (up to the rounding of sums added in another order). All randomness comes from a generator seeded
+by ``(seed, training step)``: runs repeat.
 
 Shapes: ``x`` is ``(batch, frames, dim)``; codes are ``(batch, frames)`` int64 for one quantiser and
 ``(batch, levels, frames)`` for a residual one (level-major, like the acoustic tokens of the later
@@ -93,6 +98,8 @@ def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------------
 # 2. k-means, to start the codebook where the data is
 
+KMEANS_SEEDING_POOL = 4096  # k-means++ draws from at most this many vectors (its distance matrix: 64 MiB)
+
 
 def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +107,14 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
 
     Seeding picks the first centroid uniformly among the vectors and each next one with probability
     proportional to its squared distance from the nearest centroid so far, so the centroids spread over
-    all clusters instead of piling into the densest one. A Lloyd step assigns every vector to its nearest
-    centroid and moves each centroid to the mean of its vectors (an empty cluster keeps its centroid);
-    it never increases the mean squared distance.
+    all clusters instead of piling into the densest one. Since centroids are picked *among the vectors*,
+    every distance it needs is an entry of the vectors' own ``(n, n)`` distance matrix, computed once
+    with one matrix product; each of the ``K`` draws then only reads one row (cheap, which matters for
+    1024 draws in a row). To bound that matrix's memory, seeding draws from a random subset of at most
+    ``max(KMEANS_SEEDING_POOL, K)`` vectors.
+
+    A Lloyd step assigns every vector to its nearest centroid and moves each centroid to the mean of its
+    vectors (an empty cluster keeps its centroid); it never increases the mean squared distance.
 
     With fewer (distinct) vectors than clusters, every vector becomes a centroid and the remaining
     centroids repeat vectors drawn uniformly, i.e. the codebook is sampled *with replacement*; the
@@ -121,20 +133,21 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
     vectors = vectors.detach().float()
     if vectors.dim() != 2 or vectors.shape[0] == 0:
         raise ValueError(f"kmeans expects (n, dim) vectors with n >= 1, got shape {tuple(vectors.shape)}")
-    centroids = vectors.new_empty(num_clusters, vectors.shape[1])
-    squared_norms = vectors.pow(2).sum(-1)                                                   # (n,)
-    nearest_distance = torch.full_like(squared_norms, float("inf"))
-    centroids[0] = vectors[torch.randint(len(vectors), (), generator=generator, device=vectors.device)]
-    for index in range(1, num_clusters):
-        newest = centroids[index - 1]
-        distance = squared_norms - 2 * (vectors @ newest) + newest.pow(2).sum()
-        nearest_distance = torch.minimum(nearest_distance, distance.clamp_min_(0.0))
+    device = vectors.device
+    pool = vectors
+    if len(vectors) > max(KMEANS_SEEDING_POOL, num_clusters):
+        pool = vectors[torch.randperm(len(vectors), generator=generator, device=device)[:KMEANS_SEEDING_POOL]]
+    pool_distances = squared_distances(pool, pool).clamp_min_(0.0)                       # (pool, pool)
+    picks = [torch.randint(len(pool), (), generator=generator, device=device)]
+    nearest_distance = pool_distances[picks[0]]                                          # (pool,)
+    for _ in range(1, num_clusters):
         # Draw with probability proportional to nearest_distance by inverting its cumulative sum. Once every
         # distinct vector is a centroid all distances are 0: the floor then makes the draw uniform.
         cumulative = nearest_distance.clamp_min(1e-30).cumsum(0)
-        threshold = torch.rand((), generator=generator, device=vectors.device) * cumulative[-1]
-        pick = torch.searchsorted(cumulative, threshold, right=True).clamp_max_(len(vectors) - 1)
-        centroids[index] = vectors[pick]
+        threshold = torch.rand((), generator=generator, device=device) * cumulative[-1]
+        picks.append(torch.searchsorted(cumulative, threshold, right=True).clamp_max_(len(pool) - 1))
+        nearest_distance = torch.minimum(nearest_distance, pool_distances[picks[-1]])
+    centroids = pool[torch.stack(picks)]                                                 # (K, dim)
     for _ in range(iterations):
         assignment = nearest_codes(vectors, centroids)
         sizes = torch.bincount(assignment, minlength=num_clusters).float()
@@ -229,6 +242,8 @@ def _scalar_tensors(metrics: dict[str, float | torch.Tensor], device: torch.devi
 # ----------------------------------------------------------------------------------------------------
 # 5. One quantiser
 
+DEAD_CODE_SPLIT = 0.1  # a re-seeded code starts this fraction of the way from a code in use to one of its vectors
+
 
 @dataclass
 class QuantizerOutput:
@@ -264,7 +279,8 @@ class VectorQuantizer(nn.Module):
         commitment_weight: ``beta`` of the commitment loss.
         kmeans_init: start the codebook at the k-means centroids of the first training batch.
         kmeans_iterations: Lloyd steps of that k-means.
-        dead_code_steps: re-seed a code unused for this many consecutive training steps (0: never).
+        dead_code_steps: re-seed a code unused for this many consecutive training steps (0: never), next to
+            the code of a random vector of the batch (module docstring, item 6).
         epsilon: Laplace smoothing of the EMA cluster sizes.
         seed: seeds the initial random codebook and, with the step, all later randomness.
 
@@ -401,6 +417,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _replace_dead_codes(self, flat: torch.Tensor, generator: torch.Generator) -> int:
+        """Re-seed the codes unused for ``dead_code_steps`` steps next to codes in use (docstring, item 6)."""
         dead = self.steps_unused >= self.dead_code_steps
         num_dead = int(dead.sum())
         if num_dead == 0:
@@ -410,9 +427,12 @@ class VectorQuantizer(nn.Module):
             picks = torch.randperm(len(candidates), generator=generator, device=flat.device)[:num_dead]
         else:
             picks = torch.randint(len(candidates), (num_dead,), generator=generator, device=flat.device)
-        self.codebook[dead] = candidates[picks]
+        chosen = candidates[picks]                                                      # (num_dead, dim)
+        split = self.codebook[nearest_codes(chosen, self.codebook)]                     # their codes
+        reseeded = torch.lerp(split, chosen, DEAD_CODE_SPLIT)
+        self.codebook[dead] = reseeded
         if self.ema:  # keep codebook == embedding_sum / N~; N ~ 0, so the code's first winners will own it
-            self.embedding_sum[dead] = candidates[picks] * self._smoothed_cluster_size()[dead, None]
+            self.embedding_sum[dead] = reseeded * self._smoothed_cluster_size()[dead, None]
         self.steps_unused[dead] = 0
         return num_dead
 

@@ -642,7 +642,7 @@ def train_codec(config: Config, clips: Sequence[torch.Tensor], out_dir: str | os
                   "codec": torch.optim.Adam(training.codec.parameters(), lr=config.train.learning_rate,
                                             betas=betas)}
     trainer = Trainer(training, config, data, objectives, optimizers=optimizers, out_dir=out_dir,
-                      resume=resume, progress=progress, objective_start_steps=starts)
+                      resume=resume and out_dir is not None, progress=progress, objective_start_steps=starts)
     history = trainer.fit()
     training.codec.eval()
     return training, history

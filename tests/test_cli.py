@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import soundfile as sf
 
 from mlm_lessons import cli
@@ -36,3 +37,20 @@ def test_demo_writes_clips_captions_picture_and_page(tmp_path):
     page = (tmp_path / "index.html").read_text()
     assert page.count("<audio") == 2
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_train_soundstream_resumes_and_exports_a_codec_that_loads(tmp_path, capsys):
+    from mlm_lessons import datasets, soundstream
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=10, clip_seconds=1.0, progress=False)
+    command = ["train", "--stage", "soundstream", "--data", str(data), "--out", str(tmp_path / "run"),
+               "--steps", "1", "--quiet"]
+    cli.main(command)
+    cli.main(command[:-2] + ["2", "--export", str(tmp_path / "codec.pt"), "--quiet"])   # resumes at step 1
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "codec.pt" in printed
+    codec = soundstream.SoundStream.load(tmp_path / "codec.pt")
+    assert codec.encode(torch.zeros(16_000)).shape == (1, 4, 50)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "mulan", "--out", str(tmp_path / "x")])   # not a stage (yet)
