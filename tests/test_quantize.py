@@ -4,19 +4,14 @@ checkpoints that resume exactly, DDP that matches one process, and errors that s
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from _torchrun import run_on_two_cpu_processes
 from _ddp_quantize_worker import small_rvq, train
 from mlm_lessons.quantize import ResidualVQ, VectorQuantizer, kmeans, squared_distances
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def clustered(num_clusters: int = 16, dim: int = 8, count: int = 512, spread: float = 0.1, seed: int = 0):
@@ -260,16 +255,7 @@ def test_bfloat16_autocast_on_cpu_keeps_float32_codebooks():
 
 
 def test_two_ddp_processes_keep_the_codebooks_of_one_process_on_the_global_batch(tmp_path):
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-         "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "tests" / "_ddp_quantize_worker.py"),
-         str(tmp_path)],
-        env=environment, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_on_two_cpu_processes("_ddp_quantize_worker.py", str(tmp_path))
 
     single = train(small_rvq())
     assert sum(single["replaced"]) > 0                     # dead-code replacement did happen

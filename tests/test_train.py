@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import random
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from _torchrun import run_on_two_cpu_processes
 from _ddp_worker import (
     DDP_CONFIG,
     LATE_START,
@@ -43,7 +40,6 @@ from mlm_lessons.train import (
     warmup_cosine,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 
 CPU_CONFIG = TrainConfig(batch_size=8, learning_rate=1e-2, weight_decay=0.01, max_steps=20, warmup_steps=4,
                          grad_clip=1.0, device="cpu", checkpoint_every=5, log_every=3, seed=7)
@@ -560,16 +556,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_path):
     """One launch trains the three runs of _ddp_worker: plain, with 2 micro-batches per step (all-reduced once
     per step), and with two objectives, one of which starts at step 3 and takes the step."""
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-         "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "tests" / "_ddp_worker.py"),
-         str(tmp_path / "ddp")],
-        env=environment, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_on_two_cpu_processes("_ddp_worker.py", str(tmp_path / "ddp"))
 
     # One process on the whole global batch, without accumulation: what all three runs must match.
     single = small_mlp()
