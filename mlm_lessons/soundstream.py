@@ -60,8 +60,10 @@ from torch.utils.data import Dataset
 from mlm_lessons import gan
 from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import CodecConfig, Config
+from mlm_lessons.metrics import multi_scale_mel_distance
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import CheckpointMismatchError, check_state_dict_matches, load_checkpoint, save_atomically
+from mlm_lessons.train import (CheckpointMismatchError, Trainer, check_state_dict_matches, load_checkpoint,
+                               save_atomically)
 
 CODEC_FORMAT = "mlm_lessons.soundstream/1"
 DILATIONS = (1, 3, 9)
@@ -581,8 +583,6 @@ def best_mu_law_codec(audio, sample_rate: int, bitrate: float, bit_depths: Seque
     """The strongest mu-law baseline at ``bitrate``: tries each bit depth (with ``codec_rate = bitrate /
     bits``) and keeps the one with the best ``score(decoded, audio)`` (default: lowest multi-scale mel
     distance, averaged over the batch). Returns the decoded audio and ``{"bits", "codec_rate"}``."""
-    from mlm_lessons.metrics import multi_scale_mel_distance
-
     score = score or (lambda decoded, reference: -multi_scale_mel_distance(decoded, reference, sample_rate).mean())
     best = None
     for bits in bit_depths:
@@ -626,7 +626,6 @@ def train_codec(config: Config, clips: Sequence[torch.Tensor], out_dir: str | os
         ``(training, history)``: the :class:`CodecTraining` module (``training.codec`` is the codec, in
         eval mode) and the trainer's loss history.
     """
-    from mlm_lessons.train import Trainer
 
     config = codec_train_config(config, steps)
     hop_length = math.prod(config.codec.strides)
