@@ -173,8 +173,10 @@ PRESETS: dict[str, Config] = {
             semantic_frame_rate=25, semantic_clusters=128,
             mulan_dim=64, mulan_rvq_levels=4, mulan_codebook_size=256,
         ),
+        # A strong waveform term: in 2,000 CPU steps the mel and adversarial losses alone teach the
+        # spectrum but not the waveform (held-out SI-SNR about -40 dB); weight 60 reaches about -2 dB.
         codec=CodecConfig(channels=16, strides=(2, 4, 5, 8), latent_dim=64, discriminator_channels=8,
-                          adversarial_start_step=500, crop_seconds=0.5,
+                          waveform_weight=60.0, adversarial_start_step=500, crop_seconds=0.5,
                           batch_size=8, learning_rate=1e-3),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),

@@ -27,7 +27,8 @@ only), so the codec can stream with no look-ahead. ``tests/test_soundstream.py``
 **Training** (:func:`codec_objectives`) alternates two objectives with the package's one
 :class:`~mlm_lessons.train.Trainer`:
 
-* the *codec* minimises a multi-scale mel reconstruction loss (plus a small waveform L1 term), the RVQ's
+* the *codec* minimises a multi-scale mel reconstruction loss plus a waveform L1 term (weighted heavily
+  in the ``tiny`` preset, so that a short run learns the waveform and not only its spectrum), the RVQ's
   commitment loss and, after ``adversarial_start_step``, the adversarial (hinge) and feature-matching
   losses of :mod:`mlm_lessons.gan` against two discriminators;
 * the *discriminators* learn to tell real clips from the codec's reconstructions: a multi-resolution
