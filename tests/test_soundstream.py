@@ -168,3 +168,12 @@ def test_mu_law_baseline_bitrate_and_quality_ordering():
     assert decoded.shape == audio.shape and setting["bits"] * setting["codec_rate"] <= 1_600
     with pytest.raises(ValueError, match="bits must be between 1 and 16"):
         soundstream.mu_law_codec(audio, SAMPLE_RATE, 4_000, 0)
+
+
+def test_a_training_step_runs_under_bf16_autocast_and_keeps_float32_codebooks():
+    preset = micro_config()
+    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16=True, log_every=1,
+                                                                     checkpoint_every=0))
+    training, history = soundstream.train_codec(preset, clips(4), steps=4, progress=False)
+    assert all(math.isfinite(row["codec/loss"]) for row in history) and "discriminator/loss" in history[-1]
+    assert all(level.codebook.dtype == torch.float32 for level in training.codec.quantizer.levels)
