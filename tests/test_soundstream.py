@@ -3,6 +3,7 @@ with the one Trainer, and refusing bad input with a message; the mu-law baseline
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,11 @@ def test_a_training_step_runs_under_bf16_autocast_and_keeps_float32_codebooks():
     training, history = soundstream.train_codec(preset, clips(4), steps=4, progress=False)
     assert all(math.isfinite(row["codec/loss"]) for row in history) and "discriminator/loss" in history[-1]
     assert all(level.codebook.dtype == torch.float32 for level in training.codec.quantizer.levels)
+
+
+def test_the_shipped_codec_loads_and_is_the_one_the_documented_command_makes():
+    path = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "soundstream-tiny.pt"
+    codec = soundstream.SoundStream.load(path)
+    assert codec.config_dict() == soundstream.SoundStream.from_config(config.get_preset("tiny")).config_dict(), (
+        "the tiny preset's codec changed: retrain data/checkpoints/soundstream-tiny.pt with the command in README.md")
+    assert codec.encode(torch.zeros(3_200)).shape == (1, 4, 10)
