@@ -3,7 +3,7 @@
 Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
-    train      train a model of the pipeline (so far: --stage soundstream), resumable
+    train      train a model of the pipeline (so far: --stage soundstream | w2v_bert), resumable
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
 """
@@ -32,7 +32,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"wrote {page} -- open it in a browser to look and listen")
 
 
-STAGES = ("soundstream",)
+STAGES = ("soundstream", "w2v_bert")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> None:
     import resource
     import time
 
-    from mlm_lessons import config, datasets, soundstream
+    from mlm_lessons import config, datasets
 
     preset = config.get_preset(args.preset)
     if args.device:
@@ -49,13 +49,27 @@ def _train(args: argparse.Namespace) -> None:
     clips = [item["audio"] for item in datasets.SynthCapsDataset(data, "train",
                                                                   sample_rate=preset.data.sample_rate)]
     started = time.time()
-    training, history = soundstream.train_codec(preset, clips, args.out, steps=args.steps, resume=True,
-                                                progress=not args.quiet)
+    if args.stage == "soundstream":
+        from mlm_lessons import soundstream
+
+        training, history = soundstream.train_codec(preset, clips, args.out, steps=args.steps, resume=True,
+                                                    progress=not args.quiet)
+        export = training.codec.save
+    else:
+        from mlm_lessons import tokenize, w2v_bert
+
+        model, history = w2v_bert.train_w2v_bert(preset, clips, args.out, steps=args.steps, resume=True,
+                                                 progress=not args.quiet)
+
+        def export(path):  # the encoder with its k-means centroids, fitted on the same clips
+            tokenizer = tokenize.SemanticTokenizer.fit(model, clips, preset.tokens.semantic_clusters,
+                                                       seed=preset.train.seed, progress=not args.quiet)
+            return tokenizer.save(path)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"trained {history[-1]['step'] if history else 0} steps in {time.time() - started:.0f} s "
           f"({usage.ru_utime + usage.ru_stime:.0f} s of CPU time); checkpoint in {args.out}")
     if args.export:
-        print(f"wrote {training.codec.save(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
+        print(f"wrote {export(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
 
 
 def _notebooks(args: argparse.Namespace) -> None:
@@ -95,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")
-    train.add_argument("--export", default=None, help="also write the trained model alone to this file")
+    train.add_argument("--export", default=None, help="also write the trained model alone to this file (w2v_bert: the encoder with its k-means centroids)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
 

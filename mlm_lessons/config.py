@@ -86,6 +86,38 @@ class CodecConfig:
 
 
 @dataclass(frozen=True)
+class W2VBertConfig:
+    """w2v-BERT (lesson 06): the self-supervised audio encoder whose k-means clusters are the semantic tokens.
+
+    The feature encoder sub-samples a log-mel spectrogram by 4 in time, so the mel hop is
+    ``data.sample_rate / (4 * tokens.semantic_frame_rate)`` samples (160 at 16 kHz and 25 Hz); the number of
+    k-means clusters lives in :class:`TokenConfig` (``semantic_clusters``), since the semantic stage predicts
+    them. Layers are counted from 1 over both modules: the contrastive module's blocks, then the masked-
+    prediction module's; layer 0 is the feature encoder's output.
+    """
+
+    n_mels: int = 80                       # log-mel bands of the input (w2v-BERT reads 80)
+    n_fft: int = 512                       # STFT size of that log-mel
+    conv_channels: int = 64                # channels of the two stride-2 Conv2d of the feature encoder
+    d_model: int = 256                     # width of every Conformer block
+    n_heads: int = 4
+    conv_kernel: int = 15                  # depthwise convolution of the Conformer's convolution module
+    contrastive_layers: int = 4            # Conformer blocks of the contrastive module
+    mlm_layers: int = 4                    # Conformer blocks of the masked-prediction module on top
+    dropout: float = 0.0
+    target_codebook_size: int = 320        # codes of the quantiser that makes both tasks' targets
+    mask_prob: float = 0.065               # chance that a frame starts a masked span (wav2vec 2.0)
+    mask_span: int = 10                    # frames per masked span
+    num_distractors: int = 100             # negatives of the contrastive task, drawn from masked frames
+    temperature: float = 0.1               # of the contrastive task's cosine similarities
+    token_layer: int = 6                   # the layer whose embeddings k-means turns into semantic tokens
+    crop_seconds: float = 4.0              # training examples are random crops of this length
+    batch_size: int = 32
+    learning_rate: float = 5e-4            # AdamW peak, after warm_up_steps of linear warm-up
+    warmup_steps: int = 1_000
+
+
+@dataclass(frozen=True)
 class TransformerConfig:
     """A decoder-only stage (semantic, coarse or fine)."""
 
@@ -122,6 +154,7 @@ class Config:
     features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     tokens: TokenConfig = field(default_factory=TokenConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    w2v_bert: W2VBertConfig = field(default_factory=W2VBertConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -158,6 +191,7 @@ _DATACLASS_FIELDS = {
     (Config, "features"): AudioFeatureConfig,
     (Config, "tokens"): TokenConfig,
     (Config, "codec"): CodecConfig,
+    (Config, "w2v_bert"): W2VBertConfig,
     (Config, "transformer"): TransformerConfig,
     (Config, "train"): TrainConfig,
 }
@@ -178,6 +212,10 @@ PRESETS: dict[str, Config] = {
         codec=CodecConfig(channels=16, strides=(2, 4, 5, 8), latent_dim=64, discriminator_channels=8,
                           waveform_weight=60.0, adversarial_start_step=500, crop_seconds=0.5,
                           batch_size=8, learning_rate=1e-3),
+        w2v_bert=W2VBertConfig(n_mels=64, n_fft=512, conv_channels=16, d_model=96, n_heads=4, conv_kernel=15,
+                               contrastive_layers=2, mlm_layers=2, target_codebook_size=128,
+                               num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
+                               learning_rate=1e-3, warmup_steps=100),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),
@@ -193,6 +231,10 @@ PRESETS: dict[str, Config] = {
         codec=CodecConfig(channels=32, strides=(2, 4, 5, 8), latent_dim=128, discriminator_channels=16,
                           adversarial_start_step=5_000, crop_seconds=1.0,
                           batch_size=32, learning_rate=3e-4),
+        w2v_bert=W2VBertConfig(n_mels=80, n_fft=512, conv_channels=64, d_model=256, n_heads=4, conv_kernel=15,
+                               contrastive_layers=4, mlm_layers=8, target_codebook_size=512, dropout=0.1,
+                               token_layer=9, crop_seconds=4.0, batch_size=64, learning_rate=5e-4,
+                               warmup_steps=2_000),
         transformer=TransformerConfig(d_model=512, n_layers=8, n_heads=8, dropout=0.1),
         train=TrainConfig(batch_size=32, learning_rate=3e-4, max_steps=100_000,
                           warmup_steps=2_000, device="auto", bf16=True, checkpoint_every=2_000,
@@ -211,6 +253,13 @@ PRESETS: dict[str, Config] = {
         codec=CodecConfig(channels=32, strides=(3, 4, 5, 8), latent_dim=128, discriminator_channels=16,
                           adversarial_start_step=20_000, crop_seconds=1.0,
                           batch_size=256, learning_rate=3e-4),
+        # w2v-BERT (Chung et al., 2021) as MusicLM used it: about 600M parameters, semantic tokens from the
+        # 7th layer of the masked-prediction module. 24 Conformer blocks of width 1024 give that size (the
+        # split 8 + 16 between the modules is this course's choice, not a figure quoted from the paper).
+        w2v_bert=W2VBertConfig(n_mels=80, n_fft=512, conv_channels=128, d_model=1024, n_heads=16,
+                               conv_kernel=31, contrastive_layers=8, mlm_layers=16, target_codebook_size=1024,
+                               dropout=0.1, token_layer=15, crop_seconds=10.0, batch_size=256,
+                               learning_rate=5e-4, warmup_steps=25_000),
         transformer=TransformerConfig(d_model=1024, n_layers=24, n_heads=16, dropout=0.1),
         train=TrainConfig(batch_size=256, learning_rate=3e-4, max_steps=1_000_000,
                           warmup_steps=10_000, device="auto", bf16=True,

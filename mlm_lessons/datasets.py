@@ -597,3 +597,31 @@ class MusicCapsDataset(Dataset):
         audio_note = (f", audio for {self.num_matched} of {self.num_captions} captions"
                       if self.has_audio else ", captions only")
         return f"MusicCapsDataset(split={self.split!r}, {len(self)} items{audio_note})"
+
+
+# ----------------------------------------------------------------------------
+# Training crops
+# ----------------------------------------------------------------------------
+
+class AudioCrops(Dataset):
+    """Random crops of ``crop_samples`` from a list of clips, ``crops_per_clip`` per clip and epoch.
+
+    Items are ``(crop_samples,)`` float32 tensors. The crop position is drawn from torch's global
+    generator, which the trainer seeds and checkpoints, so runs are reproducible and resume exactly.
+    """
+
+    def __init__(self, clips: Sequence[torch.Tensor], crop_samples: int, crops_per_clip: int = 1):
+        self.clips = [audio.as_tensor(clip) for clip in clips]
+        short = [index for index, clip in enumerate(self.clips) if clip.shape[-1] < crop_samples]
+        if not self.clips or short:
+            raise ValueError(f"every clip must have at least {crop_samples} samples; clips {short[:5]} are "
+                             "shorter (or there are none)")
+        self.crop_samples, self.crops_per_clip = crop_samples, crops_per_clip
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.crops_per_clip
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        clip = self.clips[index % len(self.clips)]
+        start = int(torch.randint(0, clip.shape[-1] - self.crop_samples + 1, ()))
+        return clip[start:start + self.crop_samples]

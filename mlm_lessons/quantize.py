@@ -99,11 +99,32 @@ def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
 # 2. k-means, to start the codebook where the data is
 
 KMEANS_SEEDING_POOL = 4096  # k-means++ draws from at most this many vectors (its distance matrix: 64 MiB)
+KMEANS_CHUNK = 16_384       # vectors assigned per matrix product: bounds memory at chunk x K floats
+
+
+def assign_to_centroids(vectors: torch.Tensor, centroids: torch.Tensor, chunk_size: int = KMEANS_CHUNK
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid of each vector, ``chunk_size`` vectors at a time.
+
+    Args:
+        vectors: ``(n, dim)``; centroids: ``(K, dim)``; same device (CPU or GPU).
+
+    Returns:
+        ``(assignment, squared_distance)``: ``(n,)`` int64 and ``(n,)`` float32 (clamped at 0). The sum of
+        the distances is the k-means *inertia*, the quantity Lloyd steps lower.
+    """
+    assignments, distances = [], []
+    for chunk in vectors.split(chunk_size):
+        nearest = squared_distances(chunk, centroids).min(dim=-1)
+        assignments.append(nearest.indices)
+        distances.append(nearest.values.clamp_min_(0.0))
+    return torch.cat(assignments), torch.cat(distances)
 
 
 def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding (Arthur & Vassilvitskii, 2007), then ``iterations`` Lloyd steps.
+           generator: torch.Generator | None = None, tolerance: float = 0.0,
+           chunk_size: int = KMEANS_CHUNK, seeding_trials: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007), then up to ``iterations`` Lloyd steps.
 
     Seeding picks the first centroid uniformly among the vectors and each next one with probability
     proportional to its squared distance from the nearest centroid so far, so the centroids spread over
@@ -111,10 +132,14 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
     every distance it needs is an entry of the vectors' own ``(n, n)`` distance matrix, computed once
     with one matrix product; each of the ``K`` draws then only reads one row (cheap, which matters for
     1024 draws in a row). To bound that matrix's memory, seeding draws from a random subset of at most
-    ``max(KMEANS_SEEDING_POOL, K)`` vectors.
+    ``max(KMEANS_SEEDING_POOL, K)`` vectors. *Greedy* k-means++ (``seeding_trials > 1``) draws several
+    candidates per centroid and keeps the one that lowers the seeding inertia most: better starts, fewer
+    bad local minima (scikit-learn's ``KMeans`` does this with ``2 + ln K`` trials).
 
-    A Lloyd step assigns every vector to its nearest centroid and moves each centroid to the mean of its
-    vectors (an empty cluster keeps its centroid); it never increases the mean squared distance.
+    A Lloyd step assigns every vector to its nearest centroid (:func:`assign_to_centroids`, in chunks, so
+    millions of vectors fit in memory) and moves each centroid to the mean of its vectors (an empty
+    cluster keeps its centroid); it never increases the inertia (the sum of squared distances to the
+    nearest centroids). Everything runs on ``vectors.device``: a GPU clusters a large corpus quickly.
 
     With fewer (distinct) vectors than clusters, every vector becomes a centroid and the remaining
     centroids repeat vectors drawn uniformly, i.e. the codebook is sampled *with replacement*; the
@@ -123,8 +148,12 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
     Args:
         vectors: ``(n, dim)``, any float dtype, ``n >= 1``.
         num_clusters: ``K``.
-        iterations: Lloyd steps after seeding (0: seeding only).
+        iterations: at most this many Lloyd steps after seeding (0: seeding only).
         generator: on ``vectors.device``; ``None`` uses torch's global one.
+        tolerance: stop early once a step lowers the inertia by less than this fraction (0: never stop
+            early; ``1e-4`` is a good value for fitting semantic tokens to convergence).
+        chunk_size: vectors per assignment matrix product.
+        seeding_trials: candidates drawn per centroid when seeding (1: plain k-means++).
 
     Returns:
         ``(centroids, counts)``: ``(K, dim)`` float32, and ``(K,)`` float32, the number of vectors whose
@@ -133,6 +162,9 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
     vectors = vectors.detach().float()
     if vectors.dim() != 2 or vectors.shape[0] == 0:
         raise ValueError(f"kmeans expects (n, dim) vectors with n >= 1, got shape {tuple(vectors.shape)}")
+    if num_clusters < 1 or iterations < 0 or tolerance < 0 or seeding_trials < 1:
+        raise ValueError(f"num_clusters and seeding_trials must be >= 1 and iterations, tolerance >= 0; got "
+                         f"{num_clusters}, {seeding_trials}, {iterations}, {tolerance}")
     device = vectors.device
     pool = vectors
     if len(vectors) > max(KMEANS_SEEDING_POOL, num_clusters):
@@ -144,17 +176,27 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
         # Draw with probability proportional to nearest_distance by inverting its cumulative sum. Once every
         # distinct vector is a centroid all distances are 0: the floor then makes the draw uniform.
         cumulative = nearest_distance.clamp_min(1e-30).cumsum(0)
-        threshold = torch.rand((), generator=generator, device=device) * cumulative[-1]
-        picks.append(torch.searchsorted(cumulative, threshold, right=True).clamp_max_(len(pool) - 1))
+        shape = () if seeding_trials == 1 else (seeding_trials,)
+        thresholds = torch.rand(shape, generator=generator, device=device) * cumulative[-1]
+        candidates = torch.searchsorted(cumulative, thresholds, right=True).clamp_max_(len(pool) - 1)
+        if seeding_trials > 1:  # keep the candidate that leaves the smallest total distance
+            potentials = torch.minimum(nearest_distance, pool_distances[candidates]).sum(dim=1)
+            candidates = candidates[potentials.argmin()]
+        picks.append(candidates)
         nearest_distance = torch.minimum(nearest_distance, pool_distances[picks[-1]])
     centroids = pool[torch.stack(picks)]                                                 # (K, dim)
+    previous_inertia = None
     for _ in range(iterations):
-        assignment = nearest_codes(vectors, centroids)
+        assignment, distance = assign_to_centroids(vectors, centroids, chunk_size)
+        inertia = float(distance.sum())
+        if previous_inertia is not None and previous_inertia - inertia <= tolerance * previous_inertia:
+            break
+        previous_inertia = inertia
         sizes = torch.bincount(assignment, minlength=num_clusters).float()
         sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
         centroids = torch.where(sizes[:, None] > 0, sums / sizes.clamp_min(1.0)[:, None], centroids)
-    counts = torch.bincount(nearest_codes(vectors, centroids), minlength=num_clusters).float()
-    return centroids, counts
+    counts = torch.bincount(assign_to_centroids(vectors, centroids, chunk_size)[0], minlength=num_clusters)
+    return centroids, counts.float()
 
 
 # ----------------------------------------------------------------------------------------------------

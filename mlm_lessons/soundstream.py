@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
-from torch.utils.data import Dataset
 
 from mlm_lessons import gan
+from mlm_lessons.datasets import AudioCrops
 from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import CodecConfig, Config
 from mlm_lessons.metrics import multi_scale_mel_distance
@@ -525,30 +525,6 @@ def _codebooks_frozen(codec: SoundStream) -> Iterator[None]:
         yield
     finally:
         codec.quantizer.train(was_training)
-
-
-class AudioCrops(Dataset):
-    """Random crops of ``crop_samples`` from a list of clips, ``crops_per_clip`` per clip and epoch.
-
-    Items are ``(crop_samples,)`` float32 tensors. The crop position is drawn from torch's global
-    generator, which the trainer seeds and checkpoints, so runs are reproducible and resume exactly.
-    """
-
-    def __init__(self, clips: Sequence[torch.Tensor], crop_samples: int, crops_per_clip: int = 1):
-        self.clips = [as_tensor(clip) for clip in clips]
-        short = [index for index, clip in enumerate(self.clips) if clip.shape[-1] < crop_samples]
-        if not self.clips or short:
-            raise ValueError(f"every clip must have at least {crop_samples} samples; clips {short[:5]} are "
-                             "shorter (or there are none)")
-        self.crop_samples, self.crops_per_clip = crop_samples, crops_per_clip
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.crops_per_clip
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        clip = self.clips[index % len(self.clips)]
-        start = int(torch.randint(0, clip.shape[-1] - self.crop_samples + 1, ()))
-        return clip[start:start + self.crop_samples]
 
 
 # ----------------------------------------------------------------------------------------------------

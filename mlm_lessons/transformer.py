@@ -8,7 +8,8 @@ same class over SoundStream tokens, conditioned on MuLan and semantic tokens. Le
    optionally ``x + cross_attention(norm(x), memory)``, then ``x + mlp(norm(x))``. Normalising *before*
    each sub-layer (Xiong et al., 2020) keeps the residual stream an untouched sum, which trains deep
    stacks without the warm-up tricks the original post-norm Transformer needed.
-2. :class:`TransformerEncoder` -- bidirectional self-attention over a padded source sequence.
+2. :class:`TransformerEncoder` -- bidirectional self-attention over a padded source sequence of tokens, or
+   of continuous vectors (``vocab_size=None``: audio frames, spectrogram patches).
 3. :class:`TransformerLM` -- a causal decoder over tokens, with two ways to condition it:
    *prefix* tokens (or embeddings) in front of the sequence, and *cross-attention* to a memory
    (an encoder's output, or any ``(batch, memory_len, memory_dim)`` sequence). ``generate`` samples
@@ -171,19 +172,21 @@ class _Positions(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Token embedding, bidirectional pre-norm blocks, a final LayerNorm.
+    """Token embedding (or a sequence of vectors), bidirectional pre-norm blocks, a final LayerNorm.
 
     Args:
-        vocab_size, max_len: token ids in ``[0, vocab_size)``, at most ``max_len`` of them.
+        vocab_size: token ids in ``[0, vocab_size)``; ``None`` builds an encoder of *continuous* inputs,
+            ``(batch, time, d_model)`` vectors such as audio frames or patches, with no embedding table.
+        max_len: at most this many positions.
         positions: ``"sinusoidal"`` (added to the embeddings, as in Vaswani et al.), ``"rope"`` or ``"none"``.
     """
 
-    def __init__(self, vocab_size: int, max_len: int, d_model: int = 128, n_layers: int = 2, n_heads: int = 4,
-                 d_ff: int | None = None, dropout: float = 0.0, positions: str = "sinusoidal",
+    def __init__(self, vocab_size: int | None, max_len: int, d_model: int = 128, n_layers: int = 2,
+                 n_heads: int = 4, d_ff: int | None = None, dropout: float = 0.0, positions: str = "sinusoidal",
                  use_sdpa: bool | None = None):
         super().__init__()
         self.vocab_size, self.max_len, self.d_model = vocab_size, max_len, d_model
-        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.embedding = nn.Embedding(vocab_size, d_model) if vocab_size is not None else None
         self.positions = _Positions(positions, max_len, d_model, n_heads)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff or 4 * d_model, dropout, causal=False,
@@ -191,17 +194,29 @@ class TransformerEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
         _init_weights(self, n_layers)
 
-    def forward(self, tokens: torch.Tensor, key_is_real: torch.Tensor | None = None,
+    def _embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            _check_tokens(inputs, self.vocab_size)
+            return self.embedding(inputs)
+        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+            raise TypeError("this encoder was built with vocab_size=None: it takes float vectors "
+                            f"(batch, time, {self.d_model}), not token ids")
+        if inputs.dim() != 3 or inputs.shape[-1] != self.d_model:
+            raise ValueError(f"inputs must be (batch, time, {self.d_model}), got shape {tuple(inputs.shape)}")
+        # Scaled like an embedding lookup, so that add_to_input's sqrt(d_model) brings them to unit size.
+        return inputs / math.sqrt(self.d_model) if self.positions.scheme == "sinusoidal" else inputs
+
+    def forward(self, inputs: torch.Tensor, key_is_real: torch.Tensor | None = None,
                 return_attention: bool = False):
-        """Encode ``(batch, time)`` tokens to ``(batch, time, d_model)``.
+        """Encode ``(batch, time)`` token ids (or ``(batch, time, d_model)`` vectors when ``vocab_size`` is
+        ``None``) to ``(batch, time, d_model)``.
 
         Args:
             key_is_real: ``(batch, time)`` bool, ``False`` at padding (no position attends to padding).
             return_attention: also return a list with each layer's ``(batch, n_heads, time, time)`` weights.
         """
-        _check_tokens(tokens, self.vocab_size)
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.dropout(self.positions.add_to_input(self.embedding(tokens), positions))
+        positions = torch.arange(inputs.shape[1], device=inputs.device)
+        x = self.dropout(self.positions.add_to_input(self._embed(inputs), positions))
         mask = None if key_is_real is None else key_padding_to_attention_mask(key_is_real)
         maps = []
         for block in self.blocks:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import soundfile as sf
 
-from mlm_lessons import cli
+from mlm_lessons import cli, config
 
 
 def test_help_lists_the_commands():
@@ -54,3 +54,20 @@ def test_train_soundstream_resumes_and_exports_a_codec_that_loads(tmp_path, caps
     assert codec.encode(torch.zeros(16_000)).shape == (1, 4, 50)
     with pytest.raises(SystemExit):
         cli.main(["train", "--stage", "mulan", "--out", str(tmp_path / "x")])   # not a stage (yet)
+
+
+def test_train_w2v_bert_resumes_and_exports_a_tokenizer(tmp_path, capsys):
+    from mlm_lessons import datasets
+    from mlm_lessons.tokenize import SemanticTokenizer
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=10, clip_seconds=2.0, progress=False)
+    command = ["train", "--stage", "w2v_bert", "--data", str(data), "--out", str(tmp_path / "run"),
+               "--steps", "1", "--quiet"]
+    cli.main(command)
+    cli.main(command[:-2] + ["2", "--export", str(tmp_path / "tokenizer.pt"), "--quiet"])   # resumes at step 1
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "tokenizer.pt" in printed
+    tokenizer = SemanticTokenizer.load(tmp_path / "tokenizer.pt")
+    assert tokenizer.num_clusters == config.get_preset("tiny").tokens.semantic_clusters
+    assert tokenizer.semantic_tokens(torch.zeros(16_000)).shape == (1, 25)

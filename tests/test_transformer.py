@@ -10,6 +10,7 @@ from mlm_lessons.train import Trainer
 from mlm_lessons.transformer import (
     Seq2SeqConfig,
     Seq2SeqTransformer,
+    TransformerEncoder,
     TransformerLM,
     TransformerLMConfig,
     filter_logits,
@@ -204,3 +205,27 @@ def test_the_course_trainer_teaches_it_a_pattern():
                                 log_every=10)
     history = Trainer(model, train, torch.utils.data.Subset(data, range(len(data))), loss_fn, progress=False).fit()
     assert history[-1]["loss"] < 0.2 * history[0]["loss"] and history[-1]["accuracy"] > 0.95
+
+
+def test_encoder_of_continuous_inputs():
+    """vocab_size=None: the encoder reads (batch, time, d_model) vectors, e.g. audio frames."""
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(None, max_len=16, d_model=32, n_layers=2, n_heads=4).eval()
+    frames = torch.randn(2, 10, 32)
+    out = encoder(frames)
+    assert out.shape == (2, 10, 32) and encoder.embedding is None
+    # Bidirectional: changing the last frame changes the first output.
+    changed = frames.clone()
+    changed[:, -1] += 1.0
+    assert not torch.allclose(encoder(changed)[:, 0], out[:, 0])
+    # Padding is masked as for tokens: outputs at real positions ignore what padding holds.
+    key_is_real = torch.tensor([[True] * 10, [True] * 6 + [False] * 4])
+    noisy = frames.clone()
+    noisy[1, 6:] = torch.randn(4, 32)
+    torch.testing.assert_close(encoder(noisy, key_is_real)[1, :6], encoder(frames, key_is_real)[1, :6])
+    with pytest.raises(TypeError, match="vocab_size=None: it takes float vectors"):
+        encoder(torch.zeros(2, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"inputs must be \(batch, time, 32\)"):
+        encoder(torch.zeros(2, 10, 16))
+    with pytest.raises(ValueError, match="longer than max_len=16"):
+        encoder(torch.zeros(1, 17, 32))
