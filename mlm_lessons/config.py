@@ -215,7 +215,7 @@ PRESETS: dict[str, Config] = {
         w2v_bert=W2VBertConfig(n_mels=64, n_fft=512, conv_channels=16, d_model=96, n_heads=4, conv_kernel=15,
                                contrastive_layers=2, mlm_layers=2, target_codebook_size=128,
                                num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
-                               learning_rate=1e-3, warmup_steps=100),
+                               learning_rate=5e-4, warmup_steps=100),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),

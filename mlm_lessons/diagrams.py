@@ -1,13 +1,17 @@
 """Diagrams of the models, drawn by code so that they can be redrawn whenever the code changes.
 
 Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
-highlighted, and the codec lesson explains SoundStream with :func:`soundstream_diagram`. Both are plain
-matplotlib (rounded boxes, arrows and labels; no graphviz, no image files), and every number in a label
-comes from an argument or from the papers, so a figure cannot quietly disagree with the code::
+highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram` and the w2v-BERT
+lesson its encoder with :func:`w2v_bert_diagram`. All are plain matplotlib (rounded boxes, arrows and
+labels; no graphviz, no image files), and every number in a label comes from an argument or from the
+papers, so a figure cannot quietly disagree with the code::
 
     soundstream_diagram()                                      # the course's codec: 1600 bit/s
     soundstream_diagram(num_levels=12, codebook_size=1024,     # the paper's codec: 6000 bit/s
                         strides=(3, 4, 5, 8), sample_rate=24_000)
+    w2v_bert_diagram()                                         # the course's w2v-BERT: 2 + 2 blocks
+    w2v_bert_diagram(contrastive_layers=8, mlm_layers=16,      # the paper's: tokens from layer 15
+                     token_layer=15, num_clusters=1024)
     musiclm_diagram(highlight="soundstream")                   # "... — this lesson: SoundStream"
 
 Like :mod:`mlm_lessons.viz`, each function draws on an ``ax`` it is given (or on a new figure) and
@@ -22,6 +26,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path
 
@@ -194,6 +199,187 @@ def _waveform(ax, center, title, rate):
     t = np.linspace(0, 1, 200)
     wave = np.sin(2 * np.pi * 7 * t) * np.exp(-2.5 * t) * (1 - t) ** 0.3
     ax.plot(x - 0.38 + 0.76 * t, y + 0.3 + 0.17 * wave, color=_PALETTE["soundstream"][1], linewidth=1.2)
+
+
+def w2v_bert_diagram(ax=None, contrastive_layers: int = 2, mlm_layers: int = 2, token_layer: int = 3,
+                     frame_rate: int = 25, num_clusters: int = 128):
+    """w2v-BERT (Chung et al., 2021) as :mod:`mlm_lessons.w2v_bert` builds it, with its two training tasks.
+
+    Along the top row: audio -> log-mel (``4 x frame_rate`` frames per second) -> feature encoder (two
+    stride-2 convolutions, down to ``frame_rate``) -> features with masked spans replaced by noise ->
+    contrastive module (``contrastive_layers`` Conformer blocks) -> masked-prediction module (``mlm_layers``
+    blocks) -> logits over the target codes. Below, the unmasked path: per-clip normalised log-mel frames
+    -> the quantiser (lesson 05's VectorQuantizer) -> target vectors ``q_t`` and their code ids. Dashed, the
+    two losses that join the rows: the contrastive task (context vector vs ``q_t`` and distractors) and the
+    masked-prediction task (cross-entropy on the code ids of masked frames). Above, highlighted, the layer
+    ``token_layer`` (counted from 1 over the contrastive blocks, then the masked-prediction blocks; 0 is the
+    feature encoder's output) whose embeddings k-means turns into ``num_clusters`` semantic tokens. The
+    defaults are the course's ``tiny`` w2v-BERT; ``contrastive_layers=8, mlm_layers=16, token_layer=15,
+    num_clusters=1024`` is the ``paper`` preset (MusicLM's tokens: the 7th masked-prediction layer).
+
+    Raises:
+        ValueError: when a module has no blocks, ``token_layer`` is not a layer (0 to
+            ``contrastive_layers + mlm_layers``), or ``frame_rate`` or ``num_clusters`` is below 1.
+    """
+    num_layers = contrastive_layers + mlm_layers
+    if contrastive_layers < 1 or mlm_layers < 1:
+        raise ValueError(f"each module needs at least one Conformer block, got contrastive_layers="
+                         f"{contrastive_layers} and mlm_layers={mlm_layers}")
+    if not 0 <= token_layer <= num_layers:
+        raise ValueError(f"token_layer={token_layer} is not a layer of this model (0, the feature encoder's "
+                         f"output, to {num_layers}, the last Conformer block)")
+    if frame_rate < 1 or num_clusters < 1:
+        raise ValueError(f"frame_rate and num_clusters must be at least 1, got {frame_rate} and {num_clusters}")
+    ax = _canvas(ax, 13, 5.5, "w2v-BERT: self-supervised audio encoder (Chung et al., 2021)")
+    row, low = 3.1, 1.1  # the heights of the masked path (top) and of the target path (bottom)
+    w2v, strong = _colors("w2v_bert"), _colors("w2v_bert", highlighted="w2v_bert")
+
+    _waveform(ax, (0.65, row), "audio in", "unlabeled")
+    _arrow(ax, (1.15, row), (1.4, row))
+    _log_mel(ax, (1.875, row), 4 * frame_rate)  # two stride-2 convolutions: 4 mel frames per frame
+    _arrow(ax, (2.35, row), (2.6, row))
+    _box(ax, (3.4, row), (1.6, 1.3), "Feature encoder", f"two stride-2 Conv2d\n{4 * frame_rate} → "
+         f"{frame_rate} frames/s", colors=w2v)
+    _arrow(ax, (4.2, row), (4.55, row))
+    _masked_frames(ax, (5.15, row))
+    _arrow(ax, (5.75, row), (6.1, row))
+    bars = {0: (3.85, row + 0.65)}  # layer 0 is the feature encoder's output, tapped from its box
+    bars |= _conformer_module(ax, (7.1, row), "Contrastive module", 1, contrastive_layers, token_layer)
+    _arrow(ax, (8.1, row), (8.6, row))
+    bars |= _conformer_module(ax, (9.6, row), "Masked-prediction\nmodule", contrastive_layers + 1, mlm_layers,
+                              token_layer)
+    _arrow(ax, (10.6, row), (10.95, row))
+    _logits(ax, (11.6, row))
+
+    # The targets come from the same log-mel, never masked: the quantiser turns each frame's four mel
+    # frames into a codebook vector q_t, whose index is the frame's code id.
+    _arrow(ax, (1.875, row - 0.6), (1.875, low), (4.65, low))
+    _on_line(ax, (3.25, low), "per-clip normalised\nlog-mel frames\n(never masked)", _INK)
+    _box(ax, (5.6, low), (1.9, 0.95), "Quantiser", "lesson 05's VectorQuantizer\nEMA k-means codebook",
+         colors=_colors("quantiser"))
+    _arrow(ax, (6.55, low), (7.95, low))
+    _vectors(ax, (8.35, low), "quantiser")
+    _text_block(ax, (8.35, low - 0.62), "", "target vectors $q_t$", _INK)
+    _arrow(ax, (8.75, low), (10.85, low))
+    _on_line(ax, (9.8, low), "index in codebook", _INK)
+    _code_ids(ax, (11.6, low))
+
+    # The two losses, each joining what the model says about a masked frame to that frame's target.
+    _arrow(ax, (8.35, row - 0.02), (8.35, low + 0.33), color=_LOSS, style="<|-|>", linestyle=(0, (4, 3)))
+    ax.text(8.25, 1.95, "contrastive loss: pick $q_t$\namong distractors\n(cosine / temperature)",
+            fontsize=_DETAIL_SIZE, color=_LOSS, ha="right", va="center", linespacing=1.15)
+    _arrow(ax, (11.6, row - 0.78), (11.6, low + 0.2), color=_LOSS, style="<|-|>", linestyle=(0, (4, 3)))
+    ax.text(11.5, 1.95, "masked-prediction loss:\ncross-entropy on the code\nids of masked frames",
+            fontsize=_DETAIL_SIZE, color=_LOSS, ha="right", va="center", linespacing=1.15)
+    ax.text(0.2, 0.42, "loss = contrastive + masked prediction (+ the quantiser's commitment)",
+            fontsize=_DETAIL_SIZE, color=_LOSS, va="center")
+
+    # The token layer: its embeddings, clustered by k-means, are MusicLM's semantic tokens.
+    x, top = bars[token_layer]
+    tokens = (11.75, 4.7)
+    _arrow(ax, (x, top), (x, tokens[1]), (tokens[0] - 1.1, tokens[1]), color=strong[1])
+    module, block = (("contrastive", token_layer) if token_layer <= contrastive_layers
+                     else ("masked-prediction", token_layer - contrastive_layers))
+    where = ("the feature encoder's output" if token_layer == 0
+             else f"block {block} of the\n{module} module")
+    ax.text(x - 0.1, 4.3, f"layer {token_layer}: {where}", fontsize=_DETAIL_SIZE, color=strong[1],
+            ha="right", va="center", linespacing=1.15)
+    _box(ax, tokens, (2.2, 0.7), "k-means → semantic tokens",
+         f"{num_clusters} clusters, {frame_rate} per second", colors=strong)
+
+    ax.text(0.2, 0.17, "no text, no labels: the audio supervises itself", fontsize=_DETAIL_SIZE,
+            style="italic", color="#777777", va="center")
+    return ax
+
+
+def _log_mel(ax, center, mel_rate):
+    """A log-mel box: a small spectrogram (mel bands up, frames across) over its name and frame rate."""
+    x, y = center
+    _box(ax, center, (0.95, 1.2), "log-mel", f"{mel_rate} frames/s", colors=_colors("audio"),
+         text_at=(x, y - 0.22))
+    face, edge = (np.array(to_rgb(color)) for color in ("white", _PALETTE["w2v_bert"][1]))
+    columns, bands, cell = 8, 4, 0.085
+    for column in range(columns):
+        for band in range(bands):
+            level = 0.5 + 0.5 * math.sin(1.7 * column + 2.3 * band) * math.exp(-0.25 * band)
+            ax.add_patch(Rectangle((x - columns * cell / 2 + column * cell, y + 0.12 + band * cell), cell, cell,
+                                   facecolor=face + (edge - face) * 0.85 * level, edgecolor="none"))
+
+
+def _masked_frames(ax, center):
+    """Feature frames as thin bars, some spans hatched: replaced by noise before the Conformer blocks."""
+    x, y = center
+    tint, shade = _PALETTE["w2v_bert"]
+    masked = {2, 3, 4, 7}
+    for frame, offset in enumerate(np.linspace(-0.48, 0.48, 9)):
+        ax.add_patch(Rectangle((x + offset - 0.045, y - 0.05), 0.09, 0.7,
+                               facecolor=_GREYED[0] if frame in masked else tint,
+                               edgecolor=_GREYED[2] if frame in masked else shade, linewidth=0.9,
+                               hatch="////" if frame in masked else None,
+                               gid="masked frame" if frame in masked else None))
+    _text_block(ax, (x, y - 0.45), "", "masked spans → noise\n(≈ half the frames)", _INK)
+
+
+def _conformer_module(ax, center, title, first, count, token_layer):
+    """A module box: a row of Conformer blocks (bars, numbered when there is room) over its name.
+
+    The bar of ``token_layer`` is drawn in the strong colour. Returns ``{layer: (x, top)}`` of its bars.
+    """
+    x, y = center
+    width, height = 2.0, 1.5
+    last = first + count - 1
+    layers = f"layer {first}" if count == 1 else f"layers {first}–{last}"
+    _box(ax, center, (width, height), title,
+         f"{count} Conformer block{'s' * (count > 1)}\n{layers}", colors=_colors("w2v_bert"),
+         text_at=(x, y - 0.33))
+    tint, shade = _PALETTE["w2v_bert"]
+    pitch = (width - 0.3) / count
+    bar_width, top = min(pitch * 0.7, 0.34), y + 0.6
+    bars = {}
+    for layer in range(first, last + 1):
+        left = x - width / 2 + 0.15 + pitch * (layer - first + 0.5)
+        chosen = layer == token_layer
+        ax.add_patch(Rectangle((left - bar_width / 2, y + 0.08), bar_width, top - y - 0.08,
+                               facecolor=shade if chosen else tint, edgecolor=shade, linewidth=0.9,
+                               gid=f"layer {layer}"))
+        if pitch >= 0.3:
+            ax.text(left, y + 0.34, str(layer), fontsize=8, ha="center", va="center",
+                    color="white" if chosen else _INK)
+        bars[layer] = (left, top)
+    return bars
+
+
+def _vectors(ax, center, part):
+    """A few vectors as thin bars, one per frame, in ``part``'s colours."""
+    x, y = center
+    tint, shade = _PALETTE[part]
+    for offset in np.linspace(-0.3, 0.3, 5):
+        ax.add_patch(Rectangle((x + offset - 0.05, y - 0.3), 0.1, 0.6, facecolor=tint, edgecolor=shade,
+                               linewidth=0.9))
+
+
+def _logits(ax, center):
+    """A score per target code, drawn as a small bar chart over its name."""
+    x, y = center
+    tint, shade = _PALETTE["w2v_bert"]
+    heights = (0.15, 0.3, 0.55, 0.2, 0.1, 0.35, 0.12)
+    for index, bar in enumerate(heights):
+        ax.add_patch(Rectangle((x - 0.42 + index * 0.12, y - 0.05), 0.09, bar, facecolor=tint, edgecolor=shade,
+                               linewidth=0.9))
+    ax.plot([x - 0.47, x + 0.45], [y - 0.05, y - 0.05], color=shade, linewidth=0.9)
+    _text_block(ax, (x, y - 0.42), "", "logits over\ntarget codes", _INK)
+
+
+def _code_ids(ax, center):
+    """A row of integer code ids, one per frame."""
+    x, y = center
+    tint, shade = _PALETTE["quantiser"]
+    width = 0.3
+    for index, code in enumerate((17, 3, 3, 88, 41)):
+        left = x + (index - 2.5) * width
+        ax.add_patch(Rectangle((left, y - 0.18), width, 0.36, facecolor=tint, edgecolor=shade, linewidth=0.8))
+        ax.text(left + width / 2, y, str(code), fontsize=8, ha="center", va="center", color=_INK)
+    _text_block(ax, (x, y - 0.5), "", "target code ids", _INK)
 
 
 # What each lesson highlights in the big picture: the part (a key of _PALETTE) and its name in the title.

@@ -161,7 +161,6 @@ class ProbeFrames:
     acoustic_tokens: np.ndarray     # (frames, codec levels, acoustic frames per frame) int64
     log_mel: np.ndarray             # (frames, n_mels): the mean of the mel frames inside each frame
     pitch_class: np.ndarray         # (frames,) the melody's pitch class, -1 in rests
-    key: np.ndarray                 # (frames,) the clip's key (its tonic's pitch class, 0 = C)
     instrument: np.ndarray          # (frames,) index into synth.INSTRUMENTS of the clip's lead
     clip: np.ndarray                # (frames,) index of the clip in the records given
 
@@ -180,8 +179,7 @@ def probe_frames(records, tokenizer, codec, clip_seconds: float) -> ProbeFrames:
     encoder = tokenizer.encoder
     if codec.sample_rate != encoder.sample_rate:
         raise ValueError(f"the codec runs at {codec.sample_rate} Hz and the tokenizer at {encoder.sample_rate} Hz")
-    parts: dict[str, list] = {name: [] for name in ("semantic", "acoustic", "mel", "pitch", "key", "instrument",
-                                                    "clip")}
+    parts: dict[str, list] = {name: [] for name in ("semantic", "acoustic", "mel", "pitch", "instrument", "clip")}
     layers: list[list[np.ndarray]] = [[] for _ in range(encoder.num_layers + 1)]
     for index, record in enumerate(records):
         audio, _ = load_audio(record.path, sample_rate=encoder.sample_rate)
@@ -197,27 +195,22 @@ def probe_frames(records, tokenizer, codec, clip_seconds: float) -> ProbeFrames:
         parts["mel"].append(mel.T.reshape(frames, 4, -1).mean(dim=1).numpy())
         score = synth.compose(record.attributes, clip_seconds, record.seed)
         parts["pitch"].append(melody_pitch_classes(score, encoder.frame_rate, frames))
-        parts["key"].append(np.full(frames, synth.KEYS.index(score.key)))
         parts["instrument"].append(np.full(frames, synth.INSTRUMENTS.index(record.attributes.lead)))
         parts["clip"].append(np.full(frames, index))
     joined = {name: np.concatenate(values) for name, values in parts.items()}
     return ProbeFrames([np.concatenate(layer) for layer in layers], joined["semantic"], joined["acoustic"],
-                       joined["mel"], joined["pitch"], joined["key"], joined["instrument"], joined["clip"])
+                       joined["mel"], joined["pitch"], joined["instrument"], joined["clip"])
 
 
 def probe_table(train: ProbeFrames, test: ProbeFrames, codebook_size: int, num_clusters: int,
                 embedding_layer: int | None = None) -> dict[str, dict[str, ProbeResult]]:
-    """Probe every representation for the melody's pitch class, the key and the lead instrument.
-
-    The pitch class is a fact about the 40 ms frame itself; the key is a fact about the whole clip that one
-    frame only hints at (a note belongs to several keys): a representation that carries it has gathered
-    context. The instrument is timbre.
+    """Probe every representation for the melody's pitch class (what note) and the lead instrument (timbre).
 
     Rows: raw log-mel; acoustic tokens of the first RVQ level, and of all levels; semantic tokens; and, with
     ``embedding_layer``, the continuous w2v-BERT embeddings of that layer (what k-means started from).
 
     Returns:
-        ``{representation: {"pitch class": ProbeResult, "key": ProbeResult, "instrument": ProbeResult}}``.
+        ``{representation: {"pitch class": ProbeResult, "instrument": ProbeResult}}``.
     """
     levels = train.acoustic_tokens.shape[1]
     rows = {
@@ -232,7 +225,7 @@ def probe_table(train: ProbeFrames, test: ProbeFrames, codebook_size: int, num_c
     if embedding_layer is not None:
         rows[f"w2v-BERT layer {embedding_layer} (continuous)"] = (
             train.layers[embedding_layer], test.layers[embedding_layer], True)
-    targets = {"pitch class": (train.pitch_class, test.pitch_class), "key": (train.key, test.key),
+    targets = {"pitch class": (train.pitch_class, test.pitch_class),
                "instrument": (train.instrument, test.instrument)}
     return {name: {target: linear_probe(train_x, train_y, test_x, test_y, standardize=standardize)
                    for target, (train_y, test_y) in targets.items()}

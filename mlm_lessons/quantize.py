@@ -98,7 +98,7 @@ def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------------
 # 2. k-means, to start the codebook where the data is
 
-KMEANS_SEEDING_POOL = 4096  # k-means++ draws from at most this many vectors (its distance matrix: 64 MiB)
+KMEANS_SEEDING_POOL = 4096  # up to this many vectors, seeding precomputes all their distances (64 MiB)
 KMEANS_CHUNK = 16_384       # vectors assigned per matrix product: bounds memory at chunk x K floats
 
 
@@ -129,10 +129,10 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
     Seeding picks the first centroid uniformly among the vectors and each next one with probability
     proportional to its squared distance from the nearest centroid so far, so the centroids spread over
     all clusters instead of piling into the densest one. Since centroids are picked *among the vectors*,
-    every distance it needs is an entry of the vectors' own ``(n, n)`` distance matrix, computed once
-    with one matrix product; each of the ``K`` draws then only reads one row (cheap, which matters for
-    1024 draws in a row). To bound that matrix's memory, seeding draws from a random subset of at most
-    ``max(KMEANS_SEEDING_POOL, K)`` vectors. *Greedy* k-means++ (``seeding_trials > 1``) draws several
+    every distance it needs is an entry of the vectors' own ``(n, n)`` distance matrix: up to
+    ``KMEANS_SEEDING_POOL`` vectors it is computed once, with one matrix product, and each of the ``K`` draws
+    only reads one row (cheap, which matters for 1024 draws in a row); beyond, each draw computes its row
+    (the matrix would not fit in memory). *Greedy* k-means++ (``seeding_trials > 1``) draws several
     candidates per centroid and keeps the one that lowers the seeding inertia most: better starts, fewer
     bad local minima (scikit-learn's ``KMeans`` does this with ``2 + ln K`` trials).
 
@@ -166,25 +166,29 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iterations: int = 10,
         raise ValueError(f"num_clusters and seeding_trials must be >= 1 and iterations, tolerance >= 0; got "
                          f"{num_clusters}, {seeding_trials}, {iterations}, {tolerance}")
     device = vectors.device
-    pool = vectors
-    if len(vectors) > max(KMEANS_SEEDING_POOL, num_clusters):
-        pool = vectors[torch.randperm(len(vectors), generator=generator, device=device)[:KMEANS_SEEDING_POOL]]
-    pool_distances = squared_distances(pool, pool).clamp_min_(0.0)                       # (pool, pool)
-    picks = [torch.randint(len(pool), (), generator=generator, device=device)]
-    nearest_distance = pool_distances[picks[0]]                                          # (pool,)
+    if len(vectors) <= KMEANS_SEEDING_POOL:        # every distance seeding needs, in one matrix product
+        pool_distances = squared_distances(vectors, vectors).clamp_min_(0.0)             # (n, n)
+        distances_to = pool_distances.__getitem__
+    else:                                          # too many for an (n, n) matrix: compute rows when drawn
+        def distances_to(picked: torch.Tensor) -> torch.Tensor:
+            rows = squared_distances(vectors[picked.reshape(-1)], vectors).clamp_min_(0.0)
+            return rows.reshape(*picked.shape, len(vectors))
+    picks = [torch.randint(len(vectors), (), generator=generator, device=device)]
+    nearest_distance = distances_to(picks[0])                                            # (n,)
     for _ in range(1, num_clusters):
         # Draw with probability proportional to nearest_distance by inverting its cumulative sum. Once every
         # distinct vector is a centroid all distances are 0: the floor then makes the draw uniform.
         cumulative = nearest_distance.clamp_min(1e-30).cumsum(0)
         shape = () if seeding_trials == 1 else (seeding_trials,)
         thresholds = torch.rand(shape, generator=generator, device=device) * cumulative[-1]
-        candidates = torch.searchsorted(cumulative, thresholds, right=True).clamp_max_(len(pool) - 1)
+        candidates = torch.searchsorted(cumulative, thresholds, right=True).clamp_max_(len(vectors) - 1)
+        candidate_distances = distances_to(candidates)                                   # (n,) or (trials, n)
         if seeding_trials > 1:  # keep the candidate that leaves the smallest total distance
-            potentials = torch.minimum(nearest_distance, pool_distances[candidates]).sum(dim=1)
-            candidates = candidates[potentials.argmin()]
+            best = torch.minimum(nearest_distance, candidate_distances).sum(dim=1).argmin()
+            candidates, candidate_distances = candidates[best], candidate_distances[best]
         picks.append(candidates)
-        nearest_distance = torch.minimum(nearest_distance, pool_distances[picks[-1]])
-    centroids = pool[torch.stack(picks)]                                                 # (K, dim)
+        nearest_distance = torch.minimum(nearest_distance, candidate_distances)
+    centroids = vectors[torch.stack(picks)]                                              # (K, dim)
     previous_inertia = None
     for _ in range(iterations):
         assignment, distance = assign_to_centroids(vectors, centroids, chunk_size)

@@ -12,6 +12,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from mlm_lessons import diagrams  # noqa: E402
 
 PAPER_CODEC = dict(num_levels=12, codebook_size=1024, strides=(3, 4, 5, 8), sample_rate=24_000)
+PAPER_W2V_BERT = dict(contrastive_layers=8, mlm_layers=16, token_layer=15, num_clusters=1024)
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +32,10 @@ def box(ax, name):
 
 def quantisers(ax):
     return [patch for patch in ax.patches if (patch.get_gid() or "").startswith("quantiser ")]
+
+
+def layers(ax):
+    return [patch for patch in ax.patches if (patch.get_gid() or "").startswith("layer ")]
 
 
 def test_soundstream_diagram_shows_the_codec_its_losses_and_its_bitrate():
@@ -60,10 +65,57 @@ def test_soundstream_diagram_rejects_strides_that_miss_the_frame_rate():
         diagrams.soundstream_diagram(sample_rate=24_000)
 
 
+def test_w2v_bert_diagram_shows_both_tasks_and_the_token_layer():
+    ax = diagrams.w2v_bert_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("audio in", "log-mel", "100 frames/s", "Feature encoder", "100 → 25 frames/s",
+                  "masked spans", "(≈ half the frames)", "Contrastive module", "Masked-prediction\nmodule",
+                  "2 Conformer blocks\nlayers 1–2", "2 Conformer blocks\nlayers 3–4", "logits over\ntarget codes",
+                  "per-clip normalised\nlog-mel frames", "Quantiser", "VectorQuantizer", "target vectors $q_t$",
+                  "target code ids", "contrastive loss", "among distractors\n(cosine / temperature)",
+                  "masked-prediction loss", "ids of masked frames", "loss = contrastive + masked prediction",
+                  "layer 3: block 1 of the\nmasked-prediction module", "k-means → semantic tokens",
+                  "128 clusters, 25 per second", "no text, no labels: the audio supervises itself"):
+        assert label in labels
+    assert ax.get_title() == "w2v-BERT: self-supervised audio encoder (Chung et al., 2021)"
+    # One bar per Conformer block; only the token layer's is filled, in the same strong colour as the
+    # k-means box it feeds.
+    faces = {patch.get_gid(): to_rgba(patch.get_facecolor()) for patch in layers(ax)}
+    assert sorted(faces) == ["layer 1", "layer 2", "layer 3", "layer 4"]
+    strong = to_rgba(box(ax, "k-means → semantic tokens").get_facecolor())
+    assert faces["layer 3"] == strong
+    assert all(face != strong for gid, face in faces.items() if gid != "layer 3")
+    assert not ax.axison
+
+
+def test_w2v_bert_diagram_takes_its_numbers_from_the_arguments():
+    ax = diagrams.w2v_bert_diagram(**PAPER_W2V_BERT)
+    labels = "\n".join(texts(ax))
+    for label in ("8 Conformer blocks\nlayers 1–8", "16 Conformer blocks\nlayers 9–24",
+                  "layer 15: block 7 of the\nmasked-prediction module", "1024 clusters, 25 per second"):
+        assert label in labels
+    assert len(layers(ax)) == 24
+    labels = "\n".join(texts(diagrams.w2v_bert_diagram(token_layer=0, frame_rate=50)))
+    for label in ("layer 0: the feature encoder's output", "200 → 50 frames/s", "50 per second"):
+        assert label in labels
+
+
+@pytest.mark.parametrize("token_layer", [-1, 5])
+def test_w2v_bert_diagram_rejects_a_token_layer_the_model_lacks(token_layer):
+    with pytest.raises(ValueError, match=rf"token_layer={token_layer} is not a layer .* to 4"):
+        diagrams.w2v_bert_diagram(token_layer=token_layer)
+
+
+def test_w2v_bert_diagram_rejects_an_empty_module():
+    with pytest.raises(ValueError, match="at least one Conformer block"):
+        diagrams.w2v_bert_diagram(mlm_layers=0, token_layer=1)
+
+
 def test_diagrams_draw_on_the_axes_they_are_given():
-    _, axes = plt.subplots(1, 2)
+    _, axes = plt.subplots(1, 3)
     assert diagrams.soundstream_diagram(ax=axes[0]) is axes[0]
     assert diagrams.musiclm_diagram(ax=axes[1]) is axes[1]
+    assert diagrams.w2v_bert_diagram(ax=axes[2]) is axes[2]
 
 
 @pytest.mark.parametrize("draw", [
@@ -71,7 +123,12 @@ def test_diagrams_draw_on_the_axes_they_are_given():
     lambda: diagrams.soundstream_diagram(**PAPER_CODEC),
     diagrams.musiclm_diagram,
     lambda: diagrams.musiclm_diagram(highlight="attention"),
-], ids=["soundstream", "soundstream-paper", "musiclm", "musiclm-attention"])
+    diagrams.w2v_bert_diagram,
+    lambda: diagrams.w2v_bert_diagram(**PAPER_W2V_BERT),
+    lambda: diagrams.w2v_bert_diagram(token_layer=0),
+    lambda: diagrams.w2v_bert_diagram(token_layer=1),
+], ids=["soundstream", "soundstream-paper", "musiclm", "musiclm-attention", "w2v-bert", "w2v-bert-paper",
+        "w2v-bert-layer-0", "w2v-bert-layer-1"])
 def test_text_is_large_enough_inside_the_figure_and_never_overlaps(draw):
     ax = draw()
     figure = ax.figure

@@ -69,7 +69,7 @@ def test_probe_frames_line_up_every_representation(tmp_path):
     codec = soundstream.SoundStream(16_000, 50, 2, 16, codec_section).eval()
     frames = probes.probe_frames(records, tokenizer, codec, clip_seconds=1.0)
     assert len(frames.layers) == 3 and all(layer.shape == (100, 16) for layer in frames.layers)
-    assert frames.semantic_tokens.shape == frames.pitch_class.shape == frames.key.shape == (100,)
+    assert frames.semantic_tokens.shape == frames.pitch_class.shape == (100,)
     assert frames.acoustic_tokens.shape == (100, 2, 2) and frames.log_mel.shape == (100, 16)
     np.testing.assert_array_equal(frames.clip, np.repeat(np.arange(4), 25))
     leads = [synth.INSTRUMENTS.index(record.attributes.lead) for record in records]
@@ -78,4 +78,4 @@ def test_probe_frames_line_up_every_representation(tmp_path):
     table = probes.probe_table(frames, frames, codebook_size=16, num_clusters=8, embedding_layer=1)
     assert set(table) == {"log-mel (continuous)", "acoustic tokens, level 1", "acoustic tokens, 2 levels",
                           "semantic tokens", "w2v-BERT layer 1 (continuous)"}
-    assert all(set(row) == {"pitch class", "key", "instrument"} for row in table.values())
+    assert all(set(row) == {"pitch class", "instrument"} for row in table.values())

@@ -158,3 +158,11 @@ def test_bad_input_is_a_clear_error(tokenizer, tmp_path):
         SemanticTokenizer.load(tmp_path / "nothing.pt")
     with pytest.raises(ValueError, match="no clips"):
         embed_clips(micro_encoder(), [])
+
+
+def test_seeding_beyond_the_precomputed_pool_draws_from_every_vector():
+    """Past KMEANS_SEEDING_POOL vectors, seeding computes distances as it draws: still every centroid distinct."""
+    vectors = torch.randn(quantize.KMEANS_SEEDING_POOL + 500, 4, generator=torch.Generator().manual_seed(0))
+    clusters = quantize.KMEANS_SEEDING_POOL + 100
+    centroids, counts = quantize.kmeans(vectors, clusters, iterations=0, generator=torch.Generator().manual_seed(0))
+    assert len(torch.unique(centroids, dim=0)) == clusters and (counts > 0).all()
