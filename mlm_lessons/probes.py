@@ -165,7 +165,7 @@ class ProbeFrames:
     clip: np.ndarray                # (frames,) index of the clip in the records given
 
 
-def probe_frames(records, tokenizer, codec, clip_seconds: float) -> ProbeFrames:
+def probe_frames(records, tokenizer, codec, clip_seconds: float, batch_size: int = 16) -> ProbeFrames:
     """Embed, tokenise and label ``records`` (:class:`~mlm_lessons.datasets.SynthCapsRecord`).
 
     Args:
@@ -173,30 +173,40 @@ def probe_frames(records, tokenizer, codec, clip_seconds: float) -> ProbeFrames:
         codec: a :class:`~mlm_lessons.soundstream.SoundStream` at the same sample rate, whose frame rate is
             a multiple of the tokenizer's.
         clip_seconds: the clips' length, to recompose their scores.
+        batch_size: clips of equal length embedded together.
     """
     from mlm_lessons.audio import load_audio, log_mel
 
     encoder = tokenizer.encoder
     if codec.sample_rate != encoder.sample_rate:
         raise ValueError(f"the codec runs at {codec.sample_rate} Hz and the tokenizer at {encoder.sample_rate} Hz")
+    records = list(records)
     parts: dict[str, list] = {name: [] for name in ("semantic", "acoustic", "mel", "pitch", "instrument", "clip")}
     layers: list[list[np.ndarray]] = [[] for _ in range(encoder.num_layers + 1)]
-    for index, record in enumerate(records):
-        audio, _ = load_audio(record.path, sample_rate=encoder.sample_rate)
+    clips = [load_audio(record.path, sample_rate=encoder.sample_rate)[0] for record in records]
+    start = 0
+    while start < len(clips):
+        group = [index for index in range(start, min(start + batch_size, len(clips)))
+                 if clips[index].shape[-1] == clips[start].shape[-1]]
+        audio = torch.stack([clips[index] for index in group])                      # (group, samples)
         states = encoder.hidden_states(audio)
         frames = states[0].shape[1]
         for layer, state in enumerate(states):
-            layers[layer].append(state[0].float().cpu().numpy())
-        parts["semantic"].append(tokenizer.tokens_of(states[tokenizer.layer])[0].cpu().numpy())
-        codes = codec.encode(audio[:frames * encoder.samples_per_frame])[0]          # (levels, acoustic frames)
-        parts["acoustic"].append(acoustic_frames(codes, frames))
+            layers[layer].extend(state.float().cpu().numpy())
+        parts["semantic"].extend(tokenizer.tokens_of(states[tokenizer.layer]).cpu().numpy())
+        # The codec encodes clip by clip: on a CPU its long convolutions run faster one clip at a time.
+        parts["acoustic"].extend(acoustic_frames(codec.encode(clip[:frames * encoder.samples_per_frame])[0], frames)
+                                 for clip in audio)
         mel = log_mel(audio, encoder.sample_rate, n_fft=encoder.config.n_fft, hop_length=encoder.hop_length,
-                      n_mels=encoder.config.n_mels)[:, :frames * 4]
-        parts["mel"].append(mel.T.reshape(frames, 4, -1).mean(dim=1).numpy())
-        score = synth.compose(record.attributes, clip_seconds, record.seed)
-        parts["pitch"].append(melody_pitch_classes(score, encoder.frame_rate, frames))
-        parts["instrument"].append(np.full(frames, synth.INSTRUMENTS.index(record.attributes.lead)))
-        parts["clip"].append(np.full(frames, index))
+                      n_mels=encoder.config.n_mels)[..., :frames * 4]               # (group, n_mels, 4 frames)
+        parts["mel"].extend(mel.transpose(1, 2).reshape(len(group), frames, 4, -1).mean(dim=2).numpy())
+        for index in group:
+            record = records[index]
+            score = synth.compose(record.attributes, clip_seconds, record.seed)
+            parts["pitch"].append(melody_pitch_classes(score, encoder.frame_rate, frames))
+            parts["instrument"].append(np.full(frames, synth.INSTRUMENTS.index(record.attributes.lead)))
+            parts["clip"].append(np.full(frames, index))
+        start += len(group)
     joined = {name: np.concatenate(values) for name, values in parts.items()}
     return ProbeFrames([np.concatenate(layer) for layer in layers], joined["semantic"], joined["acoustic"],
                        joined["mel"], joined["pitch"], joined["instrument"], joined["clip"])

@@ -63,8 +63,8 @@ from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import CodecConfig, Config
 from mlm_lessons.metrics import multi_scale_mel_distance
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import (CheckpointMismatchError, Trainer, check_state_dict_matches, load_checkpoint,
-                               save_atomically)
+from mlm_lessons.train import (Trainer, check_state_dict_matches, load_checkpoint, save_atomically,
+                               saved_config_section)
 
 CODEC_FORMAT = "mlm_lessons.soundstream/1"
 DILATIONS = (1, 3, 9)
@@ -329,7 +329,7 @@ class SoundStream(nn.Module):
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(payload, dict) and payload.get("format") == CODEC_FORMAT:
             settings = dict(payload["config"])
-            codec = cls(codec=_codec_config(settings.pop("codec")), **settings)
+            codec = cls(codec=saved_config_section(CodecConfig, settings.pop("codec"), "codec"), **settings)
             state = payload["model"]
         else:
             checkpoint = load_checkpoint(path)  # a trainer checkpoint, or a clear error
@@ -340,15 +340,6 @@ class SoundStream(nn.Module):
         codec.load_state_dict({key: value.float() if value.is_floating_point() else value
                                for key, value in state.items()})
         return codec.eval()
-
-
-def _codec_config(values: dict) -> CodecConfig:
-    known = {field.name for field in dataclasses.fields(CodecConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise CheckpointMismatchError(f"the checkpoint's codec config has field(s) {unknown} that this version "
-                                      "does not know; update mlm_lessons")
-    return CodecConfig(**values)
 
 
 # ----------------------------------------------------------------------------------------------------

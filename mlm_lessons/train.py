@@ -503,6 +503,20 @@ def check_state_dict_matches(model: nn.Module, state_dict: Mapping[str, torch.Te
         )
 
 
+def saved_config_section(section_class: type, values: Mapping[str, Any], what: str):
+    """Rebuild one config section (e.g. a ``CodecConfig``) saved with a model's weights.
+
+    Fields missing from ``values`` take their defaults (an older file); unknown fields raise
+    :class:`CheckpointMismatchError` naming them (a file from a newer version of the course).
+    """
+    known = {field.name for field in dataclasses.fields(section_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CheckpointMismatchError(f"the checkpoint's {what} config has field(s) {unknown} that this version "
+                                      "does not know; update mlm_lessons")
+    return section_class(**values)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     """Load a trainer checkpoint's weights into ``model`` (e.g. for generation); returns the checkpoint.
 

@@ -64,8 +64,8 @@ from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import Config, W2VBertConfig
 from mlm_lessons.datasets import AudioCrops
 from mlm_lessons.quantize import VectorQuantizer
-from mlm_lessons.train import (CheckpointMismatchError, Trainer, check_state_dict_matches, load_checkpoint,
-                               save_atomically)
+from mlm_lessons.train import (Trainer, check_state_dict_matches, load_checkpoint, save_atomically,
+                               saved_config_section)
 
 W2V_BERT_FORMAT = "mlm_lessons.w2v_bert/1"
 SUBSAMPLING = 4                # mel frames per semantic frame: two stride-2 convolutions
@@ -526,7 +526,7 @@ class W2VBert(nn.Module):
     def from_payload(cls, payload: dict, source: str) -> "W2VBert":
         """Rebuild from a dict written by :meth:`save` (also the ``"encoder"`` entry of a tokenizer file)."""
         settings = dict(payload["config"])
-        model = cls(config=_w2v_bert_config(settings.pop("w2v_bert")), **settings)
+        model = cls(config=saved_config_section(W2VBertConfig, settings.pop("w2v_bert"), "w2v-BERT"), **settings)
         check_state_dict_matches(model, payload["model"], source=source)
         model.load_state_dict({key: value.float() if value.is_floating_point() else value
                                for key, value in payload["model"].items()})
@@ -547,15 +547,6 @@ class W2VBert(nn.Module):
         check_state_dict_matches(model, checkpoint["model"], source=f"w2v-BERT checkpoint {path}")
         model.load_state_dict(checkpoint["model"])
         return model.eval()
-
-
-def _w2v_bert_config(values: dict) -> W2VBertConfig:
-    known = {field.name for field in dataclasses.fields(W2VBertConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise CheckpointMismatchError(f"the checkpoint's w2v-BERT config has field(s) {unknown} that this version "
-                                      "does not know; update mlm_lessons")
-    return W2VBertConfig(**values)
 
 
 # ----------------------------------------------------------------------------------------------------
