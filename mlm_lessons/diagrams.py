@@ -271,7 +271,7 @@ def w2v_bert_diagram(ax=None, contrastive_layers: int = 2, mlm_layers: int = 2, 
     _arrow(ax, (11.6, row - 0.78), (11.6, low + 0.2), color=_LOSS, style="<|-|>", linestyle=(0, (4, 3)))
     ax.text(11.5, 1.95, "masked-prediction loss:\ncross-entropy on the code\nids of masked frames",
             fontsize=_DETAIL_SIZE, color=_LOSS, ha="right", va="center", linespacing=1.15)
-    ax.text(0.2, 0.42, "loss = contrastive + masked prediction (+ the quantiser's commitment)",
+    ax.text(0.2, 0.42, "loss = contrastive + masked prediction",
             fontsize=_DETAIL_SIZE, color=_LOSS, va="center")
 
     # The token layer: its embeddings, clustered by k-means, are MusicLM's semantic tokens.

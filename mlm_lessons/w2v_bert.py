@@ -7,15 +7,16 @@ them with k-means into 1,024 *semantic tokens* (:mod:`mlm_lessons.tokenize`). Le
 Read it top to bottom::
 
     audio (batch, samples)
-      -> log-mel (batch, 4 x frames, n_mels)                     100 mel frames per second at 25 Hz tokens
-      -> feature encoder: two stride-2 Conv2d, a linear layer -> features (batch, frames, d_model)
-           |                                            |
-           | masked: some spans replaced by noise       | unmasked
-           v                                            v
-      contrastive module (Conformer blocks)         quantiser (lesson 05's VectorQuantizer)
-           |-> context vectors ........ contrastive task ...... quantised targets q_t, code ids
-           v                                                                     .
-      masked-prediction module (Conformer blocks) -> logits ... masked prediction task: the code ids
+      -> log-mel (batch, 4 x frames, n_mels)          100 mel frames per second for 25 Hz tokens
+           |                                                       |
+           v                                                       v  normalised per band over the clip
+      feature encoder: two stride-2 Conv2d, a linear layer    quantiser (lesson 05's VectorQuantizer)
+           -> features (batch, frames, d_model)                    -> targets q_t and their code ids
+           | masked: some spans replaced by noise                  .
+           v                                                       .
+      contrastive module (Conformer blocks) -> context c_t ..... contrastive task: pick q_t
+           v                                                       .
+      masked-prediction module (Conformer blocks) -> logits .... masked prediction: name the code id
 
 1. **Feature encoder** (:class:`FeatureEncoder`): two 2-D convolutions of stride 2 over (time, mel) cut
    the 100 Hz mel frames to 25 Hz and the 64 or 80 mel bands to a quarter; a linear layer makes each frame
@@ -27,17 +28,21 @@ Read it top to bottom::
 3. **Masking** (:func:`span_mask`, as in wav2vec 2.0, Baevski et al., 2020): each frame starts a masked
    span of ``mask_span`` frames with probability ``mask_prob``; 0.065 and 10 hide about half of the frames.
    Masked frames are replaced by random vectors before the contrastive module.
-4. **Contrastive task** (:func:`contrastive_loss`, wav2vec 2.0's): at each masked frame, pick the true
-   quantised target out of itself plus ``num_distractors`` targets of other masked frames of the same clip,
-   by cosine similarity over a temperature. It teaches the model *what* to extract (and the quantiser a
-   vocabulary of it), since the target must be told apart from the rest of the clip.
-5. **Masked prediction** (:func:`masked_prediction_loss`, BERT's task on audio): from the context vectors,
+4. **Targets.** Each frame's four mel frames, normalised per mel band over the clip (what this moment adds
+   to the clip's average sound), quantised by an EMA k-means codebook. In w2v-BERT the quantiser reads the
+   feature encoder's output and learns with the model; at this course's scale that moving target did not
+   train (target perplexity swinging between 25 and 60 of 128 codes and the masked-prediction accuracy
+   under 6% after 2,000 steps), so, as in HuBERT's first iteration (Hsu et al., 2021), the targets are
+   clusters of the spectrogram itself, which hold still while the model learns to predict them.
+5. **Contrastive task** (:func:`contrastive_loss`, wav2vec 2.0's): at each masked frame, pick the true
+   target out of itself plus ``num_distractors`` targets of other masked frames of the same clip, by the
+   cosine similarity of learned projections over a temperature. Distractors from the same clip share its
+   instrument and loudness: only knowing *what was played* there tells them apart.
+6. **Masked prediction** (:func:`masked_prediction_loss`, BERT's task on audio): from the context vectors,
    more Conformer blocks predict the *code id* of each masked frame's target: a classification over the
-   quantiser's codebook, like BERT predicting a hidden word. It teaches the deep layers context: to name
-   what is hidden, a layer must model the music around it.
-6. **Both losses summed**, plus the quantiser's commitment loss (our quantiser learns its codebook by EMA,
-   lesson 05; wav2vec 2.0's Gumbel quantiser needed a "diversity" loss to keep its codes in use, which
-   k-means initialisation and dead-code replacement do here).
+   quantiser's codebook, like BERT predicting a hidden word. To name what is hidden, a layer must model
+   the music around it.
+7. **Both losses summed.** (The quantiser's own commitment loss is left out: nothing before it learns.)
 
 Layers are counted from 1 over both modules (contrastive blocks first); layer 0 is the feature encoder's
 output. :meth:`W2VBert.embeddings` returns any layer for a batch of audio.
@@ -308,7 +313,6 @@ class W2VBertOutput:
     loss: torch.Tensor
     contrastive_loss: torch.Tensor
     mlm_loss: torch.Tensor
-    quantizer_loss: torch.Tensor
     mask: torch.Tensor                  # (batch, frames) bool
     target_codes: torch.Tensor          # (batch, frames) int64
     metrics: dict[str, torch.Tensor]
@@ -464,12 +468,12 @@ class W2VBert(nn.Module):
             self.context_projection(context[mask]), masked_targets, masked_targets[distractors], config.temperature)
         logits = self.mlm_head(self._blocks(context, self.mlm_blocks, None))
         mlm, mlm_accuracy = masked_prediction_loss(logits, targets.codes, mask)
-        loss = contrastive + mlm + targets.loss
+        loss = contrastive + mlm
         metrics = {"contrastive": contrastive.detach(), "masked_prediction": mlm.detach(),
                    "contrastive_accuracy": contrastive_accuracy, "mlm_accuracy": mlm_accuracy,
                    "masked_fraction": mask.float().mean(), "target_perplexity": targets.metrics["perplexity"],
                    "target_usage": targets.metrics["usage"]}
-        return W2VBertOutput(loss, contrastive, mlm, targets.loss, mask, targets.codes, metrics)
+        return W2VBertOutput(loss, contrastive, mlm, mask, targets.codes, metrics)
 
     # -- embeddings out ------------------------------------------------------------------------------
 
