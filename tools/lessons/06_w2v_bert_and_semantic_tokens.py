@@ -175,11 +175,12 @@ for causal in (False, True):
 #
 # > **Where our w2v-BERT differs from the paper's.** In w2v-BERT the quantiser reads the feature
 # > encoder's output and learns together with the model, so the targets move as the model learns. At
-# > this course's scale that did not train (we measured it while building this lesson): over 2,000 steps the targets kept changing (between about
-# > 25 and 60 of the 128 codes in use from one step to the next) and masked prediction stayed under 6%
-# > accuracy. Our targets are clusters of the spectrogram itself, which hold still while the model
-# > learns to predict them; HuBERT (Hsu et al., 2021) starts the same way, from k-means clusters of
-# > acoustic features. Everything downstream (masking, both tasks, the layers, the tokens) is w2v-BERT's.
+# > this course's scale that did not train (we measured it while building this lesson): over 2,000
+# > steps the targets kept changing (between about 25 and 60 of the 128 codes in use from one step to
+# > the next) and masked prediction stayed under 6% accuracy. Our targets are clusters of the
+# > spectrogram itself, which hold still while the model learns to predict them; HuBERT (Hsu et al.,
+# > 2021) starts the same way, from k-means clusters of acoustic features. Everything downstream
+# > (masking, both tasks, the layers, the tokens) is w2v-BERT's.
 #
 # At each hidden frame $t$, the model must pick the true target $q_t$ out of a line-up: $q_t$ itself
 # and $K$ **distractors**, the targets of other hidden frames of the same clip. With cosine similarity
