@@ -118,6 +118,29 @@ class W2VBertConfig:
 
 
 @dataclass(frozen=True)
+class MuLanConfig:
+    """MuLan (lesson 07): an audio tower and a text tower trained into one embedding space.
+
+    The audio tower reads the log-mel front end of :class:`AudioFeatureConfig`; the shared space has
+    ``tokens.mulan_dim`` dimensions, since the MuLan tokens quantise it.
+    """
+
+    audio_channels: tuple[int, ...] = (32, 64, 128, 256)  # ResNet stages, each halving time and frequency
+    text_d_model: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    max_text_len: int = 64                 # subword tokens per caption, [CLS] and [SEP] included
+    vocab_size: int = 2000                 # WordPiece vocabulary trained on the captions
+    temperature: float = 0.07              # initial softmax temperature of InfoNCE (learned after)
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    warmup_steps: int = 500
+
+    def __post_init__(self) -> None:  # from a checkpoint or JSON, a tuple arrives as a list
+        object.__setattr__(self, "audio_channels", tuple(self.audio_channels))
+
+
+@dataclass(frozen=True)
 class TransformerConfig:
     """A decoder-only stage (semantic, coarse or fine)."""
 
@@ -155,6 +178,7 @@ class Config:
     tokens: TokenConfig = field(default_factory=TokenConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     w2v_bert: W2VBertConfig = field(default_factory=W2VBertConfig)
+    mulan: MuLanConfig = field(default_factory=MuLanConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -192,6 +216,7 @@ _DATACLASS_FIELDS = {
     (Config, "tokens"): TokenConfig,
     (Config, "codec"): CodecConfig,
     (Config, "w2v_bert"): W2VBertConfig,
+    (Config, "mulan"): MuLanConfig,
     (Config, "transformer"): TransformerConfig,
     (Config, "train"): TrainConfig,
 }
@@ -216,6 +241,8 @@ PRESETS: dict[str, Config] = {
                                contrastive_layers=2, mlm_layers=2, target_codebook_size=128,
                                num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
                                learning_rate=5e-4, warmup_steps=100),
+        mulan=MuLanConfig(audio_channels=(16, 32, 64, 64), text_d_model=96, text_layers=2, text_heads=4,
+                          max_text_len=64, vocab_size=600, batch_size=32, learning_rate=1e-3, warmup_steps=50),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),
