@@ -23,6 +23,10 @@ Lesson 07 builds this file. Read it top to bottom:
    DDP the embeddings of every process are gathered, with their gradients, so the loss sees the global batch.
 6. **Using it**: :func:`recall_at_k` for retrieval, :func:`zero_shot_classify` for tagging with prompts such
    as "a flute melody" (no classifier is trained: the text tower *is* the classifier).
+7. **MuLan tokens**: lesson 05's :class:`~mlm_lessons.quantize.ResidualVQ` over the embeddings (the paper: 12
+   levels of 1,024 codes), fitted on audio *and* text embeddings by :meth:`MuLan.fit_token_quantizer`, so
+   that :meth:`MuLan.audio_tokens` (what the stages train on) and :meth:`MuLan.text_tokens` (what they are
+   given at generation time) come from one codebook.
 
 Shapes: audio ``(batch, samples)``; log-mel ``(batch, n_mels, frames)``; token ids ``(batch, length)``;
 embeddings ``(batch, mulan_dim)``, unit length.
@@ -30,9 +34,12 @@ embeddings ``(batch, mulan_dim)``, unit length.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -42,8 +49,11 @@ from torch import nn
 
 from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import AudioFeatureConfig, Config, MuLanConfig
+from mlm_lessons.quantize import ResidualVQ
+from mlm_lessons.train import check_state_dict_matches, save_atomically, saved_config_section
 from mlm_lessons.transformer import TransformerEncoder
 
+MULAN_FORMAT = "mlm_lessons.mulan/1"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 LOG_MEL_FLOOR = math.log(1e-5)   # audio.log_mel's value for silence
 
@@ -253,18 +263,22 @@ class MuLan(nn.Module):
     MAX_LOGIT_SCALE = math.log(100.0)   # as CLIP: a temperature below 0.01 makes training unstable
 
     def __init__(self, tokenizer: CaptionTokenizer, sample_rate: int, features: AudioFeatureConfig,
-                 config: MuLanConfig, embed_dim: int):
+                 config: MuLanConfig, embed_dim: int, token_levels: int = 4, token_codebook_size: int = 256):
         super().__init__()
         self.tokenizer, self.sample_rate, self.features, self.config = tokenizer, sample_rate, features, config
-        self.embed_dim = embed_dim
+        self.embed_dim, self.token_levels, self.token_codebook_size = embed_dim, token_levels, token_codebook_size
         self.audio_tower = AudioTower(config.audio_channels, embed_dim)
         self.text_tower = TextTower(tokenizer.vocab_size, config.max_text_len, config.text_d_model,
                                     config.text_layers, config.text_heads, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
+        # The MuLan tokens' quantiser learns by k-means and EMA on fixed embeddings, never by gradients.
+        self.token_quantizer = ResidualVQ(embed_dim, token_codebook_size, token_levels, dead_code_steps=2)
+        self.register_buffer("token_quantizer_fitted", torch.tensor(False))
 
     @classmethod
     def from_config(cls, config: Config, tokenizer: CaptionTokenizer) -> "MuLan":
-        return cls(tokenizer, config.data.sample_rate, config.features, config.mulan, config.tokens.mulan_dim)
+        return cls(tokenizer, config.data.sample_rate, config.features, config.mulan, config.tokens.mulan_dim,
+                   config.tokens.mulan_rvq_levels, config.tokens.mulan_codebook_size)
 
     def _device(self) -> torch.device:
         return self.logit_scale.device
@@ -317,6 +331,70 @@ class MuLan(nn.Module):
         with torch.no_grad():
             self.logit_scale.clamp_(max=self.MAX_LOGIT_SCALE)
         return info_nce(self.audio_embeddings(audio), self.text_embeddings(texts), self.logit_scale)
+
+
+    # -- MuLan tokens --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit_token_quantizer(self, embeddings: torch.Tensor, passes: int = 20) -> None:
+        """Fit the tokens' residual quantiser to ``(n, embed_dim)`` embeddings (audio and text together):
+        k-means initialisation on the first pass, then ``passes - 1`` EMA passes over all of them."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"need (n, {self.embed_dim}) embeddings, got {tuple(embeddings.shape)}")
+        quantizer = self.token_quantizer.train()
+        for _ in range(passes):
+            quantizer(embeddings.to(self._device()).unsqueeze(0))
+        quantizer.eval()
+        self.token_quantizer_fitted.fill_(True)
+
+    def _tokens(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if not bool(self.token_quantizer_fitted):
+            raise RuntimeError("the MuLan tokens' quantiser is not fitted yet: call fit_token_quantizer with the "
+                               "audio and text embeddings of a training set")
+        return self.token_quantizer.encode(embeddings.unsqueeze(1))[:, :, 0]           # (batch, levels)
+
+    @torch.no_grad()
+    def audio_tokens(self, audio, sample_rate: int | None = None) -> torch.Tensor:
+        """MuLan tokens of audio: ``(batch, token_levels)`` int64, the conditioning the stages train on."""
+        return self._tokens(self.embed_audio(audio, sample_rate))
+
+    @torch.no_grad()
+    def text_tokens(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """MuLan tokens of captions: ``(batch, token_levels)`` int64, the conditioning used to generate."""
+        return self._tokens(self.embed_text(texts))
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def config_dict(self) -> dict:
+        return {"sample_rate": self.sample_rate, "embed_dim": self.embed_dim, "token_levels": self.token_levels,
+                "token_codebook_size": self.token_codebook_size, "features": dataclasses.asdict(self.features),
+                "mulan": dataclasses.asdict(self.config)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model with its tokenizer (float16 weights; the token codebooks stay float32), atomically."""
+        state = {key: value.half() if value.is_floating_point() and not key.startswith("token_quantizer.") else value
+                 for key, value in self.state_dict().items()}
+        save_atomically({"format": MULAN_FORMAT, "config": self.config_dict(), "tokenizer": self.tokenizer.to_str(),
+                         "model": state}, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MuLan":
+        """Read a file written by :meth:`save` (in eval mode)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no MuLan checkpoint at {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != MULAN_FORMAT:
+            raise ValueError(f"{path} is not a MuLan file (no {MULAN_FORMAT!r} format tag)")
+        settings = dict(payload["config"])
+        model = cls(CaptionTokenizer.from_str(payload["tokenizer"]),
+                    features=saved_config_section(AudioFeatureConfig, settings.pop("features"), "features"),
+                    config=saved_config_section(MuLanConfig, settings.pop("mulan"), "MuLan"), **settings)
+        check_state_dict_matches(model, payload["model"], source=f"MuLan checkpoint {path}")
+        model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                               for key, value in payload["model"].items()})
+        return model.eval()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def micro_model(tokenizer):
     section = dataclasses.replace(tiny.mulan, audio_channels=(4, 8), text_d_model=16, text_layers=1, text_heads=2,
                                   max_text_len=24)
     torch.manual_seed(0)
-    return mulan.MuLan(tokenizer, 16_000, tiny.features, section, embed_dim=8).eval()
+    return mulan.MuLan(tokenizer, 16_000, tiny.features, section, embed_dim=8, token_levels=2,
+                       token_codebook_size=4).eval()
 
 
 def test_tokenizer_round_trips_and_splits_unknown_words(tokenizer):
@@ -160,3 +161,39 @@ def test_two_ddp_processes_train_like_one_on_the_global_batch(tmp_path):
         torch.testing.assert_close(torch.tensor(result["loss"]), torch.tensor(single["loss"]), rtol=1e-4, atol=1e-5)
         for name, value in single["state"].items():
             torch.testing.assert_close(result["state"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_mulan_tokens_come_from_one_codebook_for_audio_and_text(tokenizer):
+    model = micro_model(tokenizer)
+    audio = 0.1 * torch.randn(6, 16_000, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        model.audio_tokens(audio)
+    embeddings = torch.cat([model.embed_audio(audio), model.embed_text(CAPTIONS)])
+    model.fit_token_quantizer(embeddings)
+    audio_tokens, text_tokens = model.audio_tokens(audio), model.text_tokens(CAPTIONS)
+    levels, codes = model.token_levels, model.token_codebook_size
+    assert audio_tokens.shape == text_tokens.shape == (6, levels) and audio_tokens.dtype == torch.long
+    assert 0 <= int(torch.cat([audio_tokens, text_tokens]).min()) and int(torch.cat([audio_tokens, text_tokens]).max()) < codes
+    # Decoding the tokens comes closer to the embedding than the first level alone (residual levels refine).
+    quantizer = model.token_quantizer
+    full = quantizer.decode(text_tokens[:, :, None])[:, 0]
+    first = quantizer.decode(text_tokens[:, :1, None])[:, 0]
+    target = model.embed_text(CAPTIONS)
+    assert (full - target).pow(2).sum() <= (first - target).pow(2).sum()
+    with pytest.raises(ValueError, match=r"need \(n, 8\) embeddings"):
+        model.fit_token_quantizer(torch.zeros(4, 5))
+
+
+def test_save_and_load_keep_the_tokenizer_and_the_tokens(tokenizer, tmp_path):
+    model = micro_model(tokenizer)
+    audio = 0.1 * torch.randn(6, 16_000, generator=torch.Generator().manual_seed(2))
+    model.fit_token_quantizer(torch.cat([model.embed_audio(audio), model.embed_text(CAPTIONS)]))
+    loaded = mulan.MuLan.load(model.save(tmp_path / "mulan.pt"))
+    assert loaded.tokenizer.to_str() == tokenizer.to_str() and loaded.config == model.config
+    torch.testing.assert_close(loaded.embed_text(CAPTIONS), model.embed_text(CAPTIONS), atol=5e-3, rtol=0)
+    assert (loaded.text_tokens(CAPTIONS)[:, 0] == model.text_tokens(CAPTIONS)[:, 0]).float().mean() >= 0.8
+    with pytest.raises(FileNotFoundError, match="no MuLan checkpoint"):
+        mulan.MuLan.load(tmp_path / "missing.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a MuLan file"):
+        mulan.MuLan.load(tmp_path / "other.pt")
