@@ -129,9 +129,11 @@ class MuLanConfig:
     text_d_model: int = 256
     text_layers: int = 4
     text_heads: int = 4
-    max_text_len: int = 64                 # subword tokens per caption, [CLS] and [SEP] included
+    max_text_len: int = 128                # subword tokens per caption, [CLS] and [SEP] included
     vocab_size: int = 2000                 # WordPiece vocabulary trained on the captions
     temperature: float = 0.07              # initial softmax temperature of InfoNCE (learned after)
+    crop_seconds: float = 3.0              # training clips are random crops of this length
+    paraphrases: int = 8                   # training captions per clip, drawn afresh each time it is seen
     batch_size: int = 64
     learning_rate: float = 5e-4
     warmup_steps: int = 500
@@ -242,7 +244,7 @@ PRESETS: dict[str, Config] = {
                                num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
                                learning_rate=5e-4, warmup_steps=100),
         mulan=MuLanConfig(audio_channels=(16, 32, 64, 64), text_d_model=96, text_layers=2, text_heads=4,
-                          max_text_len=64, vocab_size=600, batch_size=32, learning_rate=1e-3, warmup_steps=50),
+                          max_text_len=96, vocab_size=600, batch_size=32, learning_rate=1e-3, warmup_steps=50),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),

@@ -43,14 +43,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import numpy as np
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
+from torch.utils.data import Dataset
 
+from mlm_lessons import captions as caption_writer
+from mlm_lessons.atomic import atomic_path
 from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import AudioFeatureConfig, Config, MuLanConfig
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import check_state_dict_matches, save_atomically, saved_config_section
+from mlm_lessons.train import Trainer, check_state_dict_matches, save_atomically, saved_config_section
 from mlm_lessons.transformer import TransformerEncoder
 
 MULAN_FORMAT = "mlm_lessons.mulan/1"
@@ -426,3 +430,88 @@ def zero_shot_classify(model: MuLan, audio, class_names: Sequence[str], template
     prompts = model.embed_text([template.format(name) for name in class_names])       # (classes, dim)
     similarities = model.embed_audio(audio) @ prompts.T
     return similarities.argmax(dim=1), similarities
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training on SynthCaps pairs
+
+
+class CaptionedCrops(Dataset):
+    """(clip, caption) pairs: a random ``crop_samples`` crop of each clip, with one of its captions.
+
+    Items are ``{"audio": (crop_samples,) float32, "caption": str}``; the crop and the caption are drawn from
+    torch's global generator, which the trainer seeds and checkpoints, so runs repeat and resume exactly.
+    """
+
+    def __init__(self, clips: Sequence[torch.Tensor], captions_per_clip: Sequence[Sequence[str]], crop_samples: int):
+        if len(clips) != len(captions_per_clip) or not clips:
+            raise ValueError(f"need one list of captions per clip, got {len(captions_per_clip)} for {len(clips)} clips")
+        self.clips = [as_tensor(clip) for clip in clips]
+        short = [index for index, clip in enumerate(self.clips) if clip.shape[-1] < crop_samples]
+        if short:
+            raise ValueError(f"every clip must have at least {crop_samples} samples; clips {short[:5]} are shorter")
+        self.captions = [list(options) for options in captions_per_clip]
+        self.crop_samples = crop_samples
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        clip, options = self.clips[index], self.captions[index]
+        start = int(torch.randint(0, clip.shape[-1] - self.crop_samples + 1, ()))
+        caption = options[int(torch.randint(len(options), ()))]
+        return {"audio": clip[start:start + self.crop_samples], "caption": caption}
+
+
+def paraphrases(attributes, count: int, seed: int) -> list[str]:
+    """``count`` SynthCaps captions of one clip's attributes, different wordings of the same facts."""
+    return [caption_writer.caption(attributes, np.random.default_rng([seed, index])) for index in range(count)]
+
+
+def mulan_train_config(config: Config, steps: int | None = None) -> Config:
+    """``config`` with its ``train`` section set for MuLan: its own batch size, learning rate and warm-up."""
+    section = config.mulan
+    train = dataclasses.replace(config.train, batch_size=section.batch_size, learning_rate=section.learning_rate,
+                                warmup_steps=section.warmup_steps,
+                                max_steps=steps if steps is not None else config.train.max_steps)
+    return dataclasses.replace(config, train=train)
+
+
+def mulan_objective(model: MuLan, batch: dict):
+    """The trainer's ``loss_fn``: symmetric InfoNCE of a batch ``{"audio": (batch, samples), "caption": [str]}``."""
+    return model(batch["audio"], batch["caption"])
+
+
+def train_mulan(config: Config, clips: Sequence[torch.Tensor], captions_per_clip: Sequence[Sequence[str]],
+                out_dir: str | os.PathLike | None = None, *, tokenizer: CaptionTokenizer | None = None,
+                steps: int | None = None, resume: bool = True, progress: bool = True):
+    """Train MuLan on (clip, caption) pairs with the package's :class:`~mlm_lessons.train.Trainer`.
+
+    Args:
+        clips: ``(samples,)`` waveforms at ``config.data.sample_rate``.
+        captions_per_clip: for each clip, the captions it may be paired with (one drawn per visit).
+        tokenizer: the caption tokenizer; default: trained on all the captions (keep it: a resumed run must
+            use the same one, and it is saved in ``out_dir/tokenizer.json``).
+
+    Returns:
+        ``(model, history)``: the trained :class:`MuLan` in eval mode and the loss history.
+    """
+    config = mulan_train_config(config, steps)
+    tokenizer_file = Path(out_dir) / "tokenizer.json" if out_dir is not None else None
+    if tokenizer is None and tokenizer_file is not None and tokenizer_file.exists() and resume:
+        tokenizer = CaptionTokenizer.from_str(tokenizer_file.read_text())
+    if tokenizer is None:
+        tokenizer = CaptionTokenizer.train((text for options in captions_per_clip for text in options),
+                                           config.mulan.vocab_size)
+    if tokenizer_file is not None:
+        tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(tokenizer_file) as temporary:
+            temporary.write_text(tokenizer.to_str())
+    torch.manual_seed(config.train.seed)
+    model = MuLan.from_config(config, tokenizer)
+    crop_samples = round(config.mulan.crop_seconds * config.data.sample_rate)
+    data = CaptionedCrops(clips, captions_per_clip, crop_samples)
+    trainer = Trainer(model, config, data, mulan_objective, out_dir=out_dir, resume=resume and out_dir is not None,
+                      progress=progress)
+    history = trainer.fit()
+    return model.eval(), history

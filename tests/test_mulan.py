@@ -197,3 +197,27 @@ def test_save_and_load_keep_the_tokenizer_and_the_tokens(tokenizer, tmp_path):
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a MuLan file"):
         mulan.MuLan.load(tmp_path / "other.pt")
+
+
+def test_train_mulan_on_synthcaps_pairs_resumes_with_its_tokenizer(tmp_path):
+    from mlm_lessons import datasets
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=6, clip_seconds=1.0, progress=False)
+    records = datasets.read_synthcaps_manifest(data)
+    clips = [datasets.audio.load_audio(record.path)[0] for record in records]
+    options = [mulan.paraphrases(record.attributes, 3, seed=index) for index, record in enumerate(records)]
+    assert all(len(set(texts)) > 1 for texts in options)                      # different wordings...
+    again = mulan.paraphrases(records[0].attributes, 3, seed=0)
+    assert again == options[0]                                                 # ...by seed
+    tiny = config.get_preset("tiny")
+    small = dataclasses.replace(tiny, mulan=dataclasses.replace(tiny.mulan, audio_channels=(4, 8), text_d_model=16,
+                                                                text_layers=1, crop_seconds=0.5, batch_size=4,
+                                                                vocab_size=150, max_text_len=160, warmup_steps=0))
+    model, history = mulan.train_mulan(small, clips, options, tmp_path / "run", steps=2, progress=False)
+    assert history[-1]["step"] == 2 and math.isfinite(history[-1]["loss"])
+    assert (tmp_path / "run" / "tokenizer.json").exists()
+    resumed, history = mulan.train_mulan(small, clips, options, tmp_path / "run", steps=3, progress=False)
+    assert history[-1]["step"] == 3 and resumed.tokenizer.to_str() == model.tokenizer.to_str()
+    with pytest.raises(ValueError, match="one list of captions per clip"):
+        mulan.CaptionedCrops(clips, options[:2], 8000)
