@@ -3,7 +3,7 @@
 Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
-    train      train a model of the pipeline (so far: --stage soundstream | w2v_bert), resumable
+    train      train a model of the pipeline (so far: --stage soundstream | w2v_bert | mulan), resumable
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
 """
@@ -32,13 +32,15 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"wrote {page} -- open it in a browser to look and listen")
 
 
-STAGES = ("soundstream", "w2v_bert")
+STAGES = ("soundstream", "w2v_bert", "mulan")
 
 
 def _train(args: argparse.Namespace) -> None:
     import dataclasses
     import resource
     import time
+
+    import torch
 
     from mlm_lessons import config, datasets
 
@@ -55,6 +57,20 @@ def _train(args: argparse.Namespace) -> None:
         training, history = soundstream.train_codec(preset, clips, args.out, steps=args.steps, resume=True,
                                                     progress=not args.quiet)
         export = training.codec.save
+    elif args.stage == "mulan":
+        from mlm_lessons import mulan
+
+        records = [record for record in datasets.read_synthcaps_manifest(data) if record.split == "train"]
+        captions = [[record.caption, *mulan.paraphrases(record.attributes, preset.mulan.paraphrases - 1,
+                                                         record.seed)] for record in records]
+        model, history = mulan.train_mulan(preset, clips, captions, args.out, steps=args.steps, resume=True,
+                                           progress=not args.quiet)
+
+        def export(path):  # the model with its MuLan-token quantiser, fitted on the training pairs
+            embeddings = torch.cat([model.embed_audio(torch.stack(clips)),
+                                    model.embed_text([record.caption for record in records])])
+            model.fit_token_quantizer(embeddings)
+            return model.save(path)
     else:
         from mlm_lessons import tokenize, w2v_bert
 
@@ -109,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")
-    train.add_argument("--export", default=None, help="also write the trained model alone to this file (w2v_bert: the encoder with its k-means centroids)")
+    train.add_argument("--export", default=None,
+                       help="also write the trained model alone to this file (w2v_bert: with its k-means "
+                            "centroids; mulan: with its tokenizer and token quantiser)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
 

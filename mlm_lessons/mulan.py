@@ -437,13 +437,15 @@ def zero_shot_classify(model: MuLan, audio, class_names: Sequence[str], template
 
 
 class CaptionedCrops(Dataset):
-    """(clip, caption) pairs: a random ``crop_samples`` crop of each clip, with one of its captions.
+    """(clip, caption) pairs: a random ``crop_samples`` crop of each clip, with one of its captions,
+    ``crops_per_clip`` times per clip and epoch.
 
     Items are ``{"audio": (crop_samples,) float32, "caption": str}``; the crop and the caption are drawn from
     torch's global generator, which the trainer seeds and checkpoints, so runs repeat and resume exactly.
     """
 
-    def __init__(self, clips: Sequence[torch.Tensor], captions_per_clip: Sequence[Sequence[str]], crop_samples: int):
+    def __init__(self, clips: Sequence[torch.Tensor], captions_per_clip: Sequence[Sequence[str]], crop_samples: int,
+                 crops_per_clip: int = 1):
         if len(clips) != len(captions_per_clip) or not clips:
             raise ValueError(f"need one list of captions per clip, got {len(captions_per_clip)} for {len(clips)} clips")
         self.clips = [as_tensor(clip) for clip in clips]
@@ -451,13 +453,13 @@ class CaptionedCrops(Dataset):
         if short:
             raise ValueError(f"every clip must have at least {crop_samples} samples; clips {short[:5]} are shorter")
         self.captions = [list(options) for options in captions_per_clip]
-        self.crop_samples = crop_samples
+        self.crop_samples, self.crops_per_clip = crop_samples, crops_per_clip
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clips) * self.crops_per_clip
 
     def __getitem__(self, index: int) -> dict:
-        clip, options = self.clips[index], self.captions[index]
+        clip, options = self.clips[index % len(self.clips)], self.captions[index % len(self.clips)]
         start = int(torch.randint(0, clip.shape[-1] - self.crop_samples + 1, ()))
         caption = options[int(torch.randint(len(options), ()))]
         return {"audio": clip[start:start + self.crop_samples], "caption": caption}
@@ -510,7 +512,8 @@ def train_mulan(config: Config, clips: Sequence[torch.Tensor], captions_per_clip
     torch.manual_seed(config.train.seed)
     model = MuLan.from_config(config, tokenizer)
     crop_samples = round(config.mulan.crop_seconds * config.data.sample_rate)
-    data = CaptionedCrops(clips, captions_per_clip, crop_samples)
+    crops_per_clip = max(1, -(-config.train.batch_size // len(clips)))   # at least one full batch per epoch
+    data = CaptionedCrops(clips, captions_per_clip, crop_samples, crops_per_clip)
     trainer = Trainer(model, config, data, mulan_objective, out_dir=out_dir, resume=resume and out_dir is not None,
                       progress=progress)
     history = trainer.fit()

@@ -53,7 +53,7 @@ def test_train_soundstream_resumes_and_exports_a_codec_that_loads(tmp_path, caps
     codec = soundstream.SoundStream.load(tmp_path / "codec.pt")
     assert codec.encode(torch.zeros(16_000)).shape == (1, 4, 50)
     with pytest.raises(SystemExit):
-        cli.main(["train", "--stage", "mulan", "--out", str(tmp_path / "x")])   # not a stage (yet)
+        cli.main(["train", "--stage", "semantic", "--out", str(tmp_path / "x")])   # not a stage (yet)
 
 
 def test_train_w2v_bert_resumes_and_exports_a_tokenizer(tmp_path, capsys):
@@ -71,3 +71,19 @@ def test_train_w2v_bert_resumes_and_exports_a_tokenizer(tmp_path, capsys):
     tokenizer = SemanticTokenizer.load(tmp_path / "tokenizer.pt")
     assert tokenizer.num_clusters == config.get_preset("tiny").tokens.semantic_clusters
     assert tokenizer.semantic_tokens(torch.zeros(16_000)).shape == (1, 25)
+
+
+def test_train_mulan_resumes_and_exports_a_model_with_its_tokens(tmp_path, capsys):
+    from mlm_lessons import datasets, mulan
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=10, clip_seconds=3.0, progress=False)
+    command = ["train", "--stage", "mulan", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1",
+               "--quiet"]
+    cli.main(command)
+    cli.main(command[:-2] + ["2", "--export", str(tmp_path / "mulan.pt"), "--quiet"])   # resumes at step 1
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "mulan.pt" in printed
+    model = mulan.MuLan.load(tmp_path / "mulan.pt")
+    tiny = config.get_preset("tiny")
+    assert model.text_tokens("a calming violin melody").shape == (1, tiny.tokens.mulan_rvq_levels)
