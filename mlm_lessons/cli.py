@@ -47,7 +47,9 @@ def _train(args: argparse.Namespace) -> None:
     preset = config.get_preset(args.preset)
     if args.device:
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, device=args.device))
-    data = args.data or datasets.ensure_synthcaps(args.preset)
+    if args.data and args.num_clips:
+        raise ValueError("--num-clips renders SynthCaps clips and --data reads yours: pass one of them, not both")
+    data = args.data or datasets.ensure_synthcaps(args.preset, num_clips=args.num_clips, progress=not args.quiet)
     clips = [item["audio"] for item in datasets.SynthCapsDataset(data, "train",
                                                                   sample_rate=preset.data.sample_rate)]
     started = time.time()
@@ -61,15 +63,15 @@ def _train(args: argparse.Namespace) -> None:
         from mlm_lessons import mulan
 
         records = [record for record in datasets.read_synthcaps_manifest(data) if record.split == "train"]
-        captions = [[record.caption, *mulan.paraphrases(record.attributes, preset.mulan.paraphrases - 1,
-                                                         record.seed)] for record in records]
+        captions = [mulan.training_texts(record, preset.mulan) for record in records]
+        musiccaps = datasets.find_musiccaps_csv()   # its wording widens the tokenizer's vocabulary, if present
+        extra = [record.caption for record in datasets.load_musiccaps(musiccaps)] if musiccaps else []
         model, history = mulan.train_mulan(preset, clips, captions, args.out, steps=args.steps, resume=True,
-                                           progress=not args.quiet)
+                                           progress=not args.quiet, extra_captions=extra)
 
-        def export(path):  # the model with its MuLan-token quantiser, fitted on the training pairs
-            embeddings = torch.cat([model.embed_audio(torch.stack(clips)),
-                                    model.embed_text([record.caption for record in records])])
-            model.fit_token_quantizer(embeddings)
+        def export(path):  # the model with its MuLan-token quantiser, fitted on the training clips' audio
+            model.fit_token_quantizer(torch.cat([model.embed_audio(torch.stack(clips[start:start + 100]))
+                                                 for start in range(0, len(clips), 100)]))
             return model.save(path)
     else:
         from mlm_lessons import tokenize, w2v_bert
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", required=True, choices=STAGES, help="which model to train")
     train.add_argument("--data", default=None,
                        help="a SynthCaps folder (default: data/synthcaps-<preset>, rendered if missing)")
+    train.add_argument("--num-clips", type=int, default=None,
+                       help="without --data: train on this many SynthCaps clips (rendered once into "
+                            "data/synthcaps-<preset>-<N>) instead of the preset's")
     train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")

@@ -134,6 +134,7 @@ class MuLanConfig:
     temperature: float = 0.07              # initial softmax temperature of InfoNCE (learned after)
     crop_seconds: float = 3.0              # training clips are random crops of this length
     paraphrases: int = 8                   # training captions per clip, drawn afresh each time it is seen
+    tag_texts: int = 0                     # and short tag texts per clip ("calming, violin"), as many
     batch_size: int = 64
     learning_rate: float = 5e-4
     warmup_steps: int = 500
@@ -243,8 +244,8 @@ PRESETS: dict[str, Config] = {
                                contrastive_layers=2, mlm_layers=2, target_codebook_size=128,
                                num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
                                learning_rate=5e-4, warmup_steps=100),
-        mulan=MuLanConfig(audio_channels=(16, 32, 64, 64), text_d_model=96, text_layers=2, text_heads=4,
-                          max_text_len=96, vocab_size=600, batch_size=32, learning_rate=1e-3, warmup_steps=50),
+        mulan=MuLanConfig(audio_channels=(32, 64, 128, 128), text_d_model=96, text_layers=2, text_heads=4,
+                          max_text_len=96, vocab_size=2000, tag_texts=8, batch_size=32, learning_rate=1e-3, warmup_steps=50),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),

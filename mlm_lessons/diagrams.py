@@ -1,10 +1,11 @@
 """Diagrams of the models, drawn by code so that they can be redrawn whenever the code changes.
 
 Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
-highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram` and the w2v-BERT
-lesson its encoder with :func:`w2v_bert_diagram`. All are plain matplotlib (rounded boxes, arrows and
-labels; no graphviz, no image files), and every number in a label comes from an argument or from the
-papers, so a figure cannot quietly disagree with the code::
+highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram`, the w2v-BERT
+lesson its encoder with :func:`w2v_bert_diagram` and the MuLan lesson its two towers with
+:func:`mulan_diagram`. All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no
+image files), and every number in a label comes from an argument or from the papers, so a figure
+cannot quietly disagree with the code::
 
     soundstream_diagram()                                      # the course's codec: 1600 bit/s
     soundstream_diagram(num_levels=12, codebook_size=1024,     # the paper's codec: 6000 bit/s
@@ -12,6 +13,7 @@ papers, so a figure cannot quietly disagree with the code::
     w2v_bert_diagram()                                         # the course's w2v-BERT: 2 + 2 blocks
     w2v_bert_diagram(contrastive_layers=8, mlm_layers=16,      # the paper's: tokens from layer 15
                      token_layer=15, num_clusters=1024)
+    mulan_diagram()                                            # the course's MuLan: 64-d, 4 × 256 tokens
     musiclm_diagram(highlight="soundstream")                   # "... — this lesson: SoundStream"
 
 Like :mod:`mlm_lessons.viz`, each function draws on an ``ax`` it is given (or on a new figure) and
@@ -192,10 +194,10 @@ def _latent_frames(ax, center, frame_rate):
     _text_block(ax, (x, y - 0.72), "", f"latent frames\n{frame_rate} per second", _INK)
 
 
-def _waveform(ax, center, title, rate):
-    """An audio box: a decaying oscillation drawn above its name and sample rate."""
+def _waveform(ax, center, title, rate, width=1.0):
+    """An audio box: a decaying oscillation drawn above its name and sample rate (or shape)."""
     x, y = center
-    _box(ax, center, (1.0, 1.2), title, rate, colors=_colors("audio"), text_at=(x, y - 0.22))
+    _box(ax, center, (width, 1.2), title, rate, colors=_colors("audio"), text_at=(x, y - 0.22))
     t = np.linspace(0, 1, 200)
     wave = np.sin(2 * np.pi * 7 * t) * np.exp(-2.5 * t) * (1 - t) ** 0.3
     ax.plot(x - 0.38 + 0.76 * t, y + 0.3 + 0.17 * wave, color=_PALETTE["soundstream"][1], linewidth=1.2)
@@ -292,12 +294,13 @@ def w2v_bert_diagram(ax=None, contrastive_layers: int = 2, mlm_layers: int = 2, 
     return ax
 
 
-def _log_mel(ax, center, mel_rate):
-    """A log-mel box: a small spectrogram (mel bands up, frames across) over its name and frame rate."""
+def _log_mel(ax, center, mel_rate=None, *, detail=None, width=0.95, part="w2v_bert"):
+    """A log-mel box: a small spectrogram (mel bands up, frames across, in ``part``'s shade) over its
+    name and frame rate (or ``detail``)."""
     x, y = center
-    _box(ax, center, (0.95, 1.2), "log-mel", f"{mel_rate} frames/s", colors=_colors("audio"),
+    _box(ax, center, (width, 1.2), "log-mel", detail or f"{mel_rate} frames/s", colors=_colors("audio"),
          text_at=(x, y - 0.22))
-    face, edge = (np.array(to_rgb(color)) for color in ("white", _PALETTE["w2v_bert"][1]))
+    face, edge = (np.array(to_rgb(color)) for color in ("white", _PALETTE[part][1]))
     columns, bands, cell = 8, 4, 0.085
     for column in range(columns):
         for band in range(bands):
@@ -380,6 +383,141 @@ def _code_ids(ax, center):
         ax.add_patch(Rectangle((left, y - 0.18), width, 0.36, facecolor=tint, edgecolor=shade, linewidth=0.8))
         ax.text(left + width / 2, y, str(code), fontsize=8, ha="center", va="center", color=_INK)
     _text_block(ax, (x, y - 0.5), "", "target code ids", _INK)
+
+
+def mulan_diagram(ax=None, audio_channels: tuple[int, ...] = (16, 32, 64, 64), text_layers: int = 2,
+                  embed_dim: int = 64, token_levels: int = 4, codebook_size: int = 256):
+    """MuLan (Huang et al., 2022) as :mod:`mlm_lessons.mulan` builds it: two towers, one embedding space.
+
+    Along the top row, the audio tower: audio -> log-mel -> ResNet (one stage per entry of
+    ``audio_channels``, each halving time and frequency) -> mean over time and frequency -> linear
+    projection to ``embed_dim`` and unit length -> audio embeddings ``A``. Along the bottom row, the text
+    tower: caption -> WordPiece subwords -> Transformer encoder (``text_layers`` layers) -> mean over the
+    real tokens -> linear -> unit length -> text embeddings ``T``. On the right, the similarity matrix
+    ``S = A T^T / tau`` of a batch of four (clip, caption) pairs, its diagonal (the matching pairs)
+    highlighted, and the symmetric InfoNCE loss that trains both towers. Between the rows, the side branch
+    to MusicLM: one residual VQ (``token_levels`` levels of ``codebook_size`` codes) turns either
+    embedding into MuLan tokens. The defaults are the course's ``tiny`` MuLan; ``audio_channels=(32, 64,
+    128, 256), text_layers=4, embed_dim=128, token_levels=12, codebook_size=1024`` is the ``paper`` preset.
+
+    Raises:
+        ValueError: when ``audio_channels`` is empty or holds a width below 1, or ``text_layers``,
+            ``embed_dim``, ``token_levels`` or ``codebook_size`` is below 1.
+    """
+    audio_channels = tuple(audio_channels)
+    if not audio_channels or min(audio_channels) < 1:
+        raise ValueError(f"audio_channels needs at least one ResNet stage, each at least 1 channel wide, "
+                         f"got {audio_channels}")
+    for name, value in (("text_layers", text_layers), ("embed_dim", embed_dim), ("token_levels", token_levels),
+                        ("codebook_size", codebook_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    ax = _canvas(ax, 14, 5.6, "MuLan: music and text in one embedding space (Huang et al., 2022)")
+    top, low, middle = 4.1, 1.45, 2.775  # the audio row, the text row and the height between them
+    mulan, grey = _colors("mulan"), _colors("audio")
+    stages = len(audio_channels)
+
+    # Audio tower, left to right: one vector per clip.
+    _waveform(ax, (0.75, top), "audio", "(batch, samples)", width=1.2)
+    _arrow(ax, (1.35, top), (1.6, top))
+    _log_mel(ax, (2.25, top), detail="(n_mels × frames)", width=1.3, part="mulan")
+    _arrow(ax, (2.9, top), (3.2, top))
+    _tower(ax, (4.25, top), "ResNet audio tower",
+           f"{stages} stage{'s' * (stages > 1)}, channels\n{', '.join(map(str, audio_channels))}\n"
+           "each halves time and frequency", [0.5 * 0.78 ** stage for stage in range(stages)], square=True)
+    _arrow(ax, (5.3, top), (5.6, top))
+    _box(ax, (6.3, top), (1.4, 0.95), "mean over time\nand frequency", "one vector per clip", colors=mulan)
+    _arrow(ax, (7.0, top), (7.3, top))
+    _box(ax, (8.0, top), (1.4, 0.95), "linear →\nunit length", f"{audio_channels[-1]} → {embed_dim} dims",
+         colors=mulan)
+    _arrow(ax, (8.7, top), (8.95, top))
+    _embeddings(ax, (9.35, top), f"$A$  audio embeddings\n(batch × {embed_dim})", above=True)
+
+    # Text tower, the same shape: one vector per caption, in the same space.
+    _box(ax, (0.75, low), (1.2, 1.0), "caption", "“a harpsichord\nwaltz”", colors=grey)
+    _arrow(ax, (1.35, low), (1.6, low))
+    _box(ax, (2.25, low), (1.3, 1.0), "WordPiece\nsubwords", "[CLS] a harp ##si\n##chord waltz [SEP]",
+         colors=mulan, name="WordPiece subwords")
+    _arrow(ax, (2.9, low), (3.2, low))
+    _tower(ax, (4.25, low), "Transformer encoder",
+           f"text tower, {text_layers} layer{'s' * (text_layers > 1)}\nover subword embeddings",
+           [0.5] * text_layers, numbered=True)
+    _arrow(ax, (5.3, low), (5.6, low))
+    _box(ax, (6.3, low), (1.4, 0.95), "mean over\nreal tokens", "[PAD] left out", colors=mulan)
+    _arrow(ax, (7.0, low), (7.3, low))
+    _box(ax, (8.0, low), (1.4, 0.95), "linear →\nunit length", f"to {embed_dim} dims",
+         colors=mulan, name="linear → unit length (text)")
+    _arrow(ax, (8.7, low), (8.95, low))
+    _embeddings(ax, (9.35, low), f"$T$  text embeddings\n(batch × {embed_dim})", above=False)
+
+    # The batch's similarity matrix: rows are clips (A), columns captions (T); the diagonal pairs each
+    # clip with its own caption.
+    cell, size = 0.3, 4
+    left, bottom = 10.55, middle - size * cell / 2
+    tint, shade = _PALETTE["mulan"]
+    for row in range(size):
+        for column in range(size):
+            ax.add_patch(Rectangle((left + column * cell, bottom + (size - 1 - row) * cell), cell, cell,
+                                   facecolor=shade if row == column else tint, edgecolor=shade, linewidth=0.9,
+                                   gid=f"similarity {row + 1},{column + 1}"))
+    right, center = left + size * cell, left + size * cell / 2
+    _arrow(ax, (9.75, top), (10.2, top), (10.2, middle), (left, middle))
+    _arrow(ax, (9.75, low), (center, low), (center, bottom))
+    _text_block(ax, (center, bottom + size * cell + 0.5), "$S = A\\,T^{\\top} / \\tau$",
+                "rows: clips ($A$)\ncolumns: captions ($T$)\nτ: learned temperature", _INK)
+
+    # The loss: each row is a softmax over captions, each column over clips, and both want the diagonal.
+    _arrow(ax, (right, middle), (11.95, middle), color=_LOSS, linestyle=(0, (4, 3)))
+    _box(ax, (12.9, middle), (1.9, 1.1), "symmetric InfoNCE",
+         "each row and each\ncolumn picks its\ndiagonal", colors=("white", _LOSS, _LOSS))
+    _legend_swatch(ax, (11.95, 1.6), shade, "matching pair:\na clip and its caption")
+    _legend_swatch(ax, (11.95, 1.05), tint, "every other pair:\na negative")
+
+    # The side branch to MusicLM: one quantiser, fitted on both kinds of embedding, gives MuLan tokens.
+    _arrow(ax, (9.35, top - 0.33), (9.35, middle + 0.45))
+    _arrow(ax, (9.35, low + 0.33), (9.35, middle - 0.45))
+    _box(ax, (8.75, middle), (2.0, 0.9), "residual VQ →\nMuLan tokens",
+         f"{token_levels} levels × {codebook_size} codes\n$M_A$ from audio, $M_T$ from text",
+         colors=_colors("quantiser"), name="residual VQ → MuLan tokens")
+
+    ax.text(0.2, 0.2, "trained on (clip, caption) pairs only: every other pair in the batch is a negative",
+            fontsize=_DETAIL_SIZE, style="italic", color="#777777", va="center")
+    return ax
+
+
+def _tower(ax, center, title, detail, heights, *, square=False, numbered=False):
+    """A tower box: a row of bars (its stages or layers; squares when ``square``, numbered from 1 when
+    ``numbered`` and there is room) over its name, in MuLan's colours."""
+    x, y = center
+    width, height = 2.1, 1.5
+    _box(ax, center, (width, height), title, detail, colors=_colors("mulan"), text_at=(x, y - 0.37))
+    tint, shade = _PALETTE["mulan"]
+    pitch = (width - 0.3) / len(heights)
+    for index, bar in enumerate(heights):
+        left = x - width / 2 + 0.15 + pitch * (index + 0.5)
+        bar_width = min(pitch * 0.8, bar) if square else min(pitch * 0.7, 0.34)
+        ax.add_patch(Rectangle((left - bar_width / 2, y + 0.08), bar_width, bar, facecolor=tint,
+                               edgecolor=shade, linewidth=0.9))
+        if numbered and pitch >= 0.3:
+            ax.text(left, y + 0.08 + bar / 2, str(index + 1), fontsize=8, ha="center", va="center", color=_INK)
+
+
+def _embeddings(ax, center, label, above):
+    """A batch of four unit vectors as bars (one per clip or caption), named above or below."""
+    x, y = center
+    tint, shade = _PALETTE["mulan"]
+    for offset in np.linspace(-0.27, 0.27, 4):
+        ax.add_patch(Rectangle((x + offset - 0.05, y - 0.3), 0.1, 0.6, facecolor=tint, edgecolor=shade,
+                               linewidth=0.9))
+    _text_block(ax, (x, y + 0.62 if above else y - 0.62), "", label, _INK)
+
+
+def _legend_swatch(ax, xy, color, text):
+    """A small square of ``color`` with its meaning beside it."""
+    x, y = xy
+    ax.add_patch(Rectangle((x, y - 0.1), 0.2, 0.2, facecolor=color, edgecolor=_PALETTE["mulan"][1],
+                           linewidth=0.9))
+    ax.text(x + 0.3, y, text, fontsize=_DETAIL_SIZE, color=_INK, va="center", linespacing=1.15)
 
 
 # What each lesson highlights in the big picture: the part (a key of _PALETTE) and its name in the title.

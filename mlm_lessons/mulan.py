@@ -11,7 +11,7 @@ Lesson 07 builds this file. Read it top to bottom:
    ``tokenizers`` library on the captions. A word never seen in training is split into known pieces
    ("harpsichord" -> "harp", "##si", ...), never an error; only a character never seen becomes ``[UNK]``.
 2. **Audio tower** (:class:`AudioTower`): a small ResNet over the log-mel spectrogram (the paper's is a
-   ResNet-50), averaged over time and frequency: one vector per clip.
+   ResNet-50), averaged over time: one vector per clip.
 3. **Text tower** (:class:`TextTower`): lesson 01's :class:`~mlm_lessons.transformer.TransformerEncoder`
    over the subwords, averaged over the caption's real tokens.
 4. **One space**: each tower ends in a linear projection to ``mulan_dim`` and the vectors are normalised to
@@ -24,9 +24,11 @@ Lesson 07 builds this file. Read it top to bottom:
 6. **Using it**: :func:`recall_at_k` for retrieval, :func:`zero_shot_classify` for tagging with prompts such
    as "a flute melody" (no classifier is trained: the text tower *is* the classifier).
 7. **MuLan tokens**: lesson 05's :class:`~mlm_lessons.quantize.ResidualVQ` over the embeddings (the paper: 12
-   levels of 1,024 codes), fitted on audio *and* text embeddings by :meth:`MuLan.fit_token_quantizer`, so
-   that :meth:`MuLan.audio_tokens` (what the stages train on) and :meth:`MuLan.text_tokens` (what they are
-   given at generation time) come from one codebook.
+   levels of 1,024 codes), fitted on *audio* embeddings by :meth:`MuLan.fit_token_quantizer`.
+   :meth:`MuLan.audio_tokens` are what the stages train on; :meth:`MuLan.text_tokens`, what they are given at
+   generation time, are the same codebook's nearest codes to a caption. Audio and text embeddings form two
+   separate clouds in the shared space (the "modality gap"): a codebook fitted on both gives captions codes
+   that no clip ever gets, which a stage trained on audio tokens would never have seen (measured in lesson 07).
 
 Shapes: audio ``(batch, samples)``; log-mel ``(batch, n_mels, frames)``; token ids ``(batch, length)``;
 embeddings ``(batch, mulan_dim)``, unit length.
@@ -169,25 +171,29 @@ class ResidualBlock(nn.Module):
 
 
 class AudioTower(nn.Module):
-    """Scaled log-mel ``(batch, n_mels, frames)`` -> ``(batch, out_dim)``: a ResNet, then the mean over time and
-    frequency (any clip length gives one vector), then a linear projection.
+    """Scaled log-mel ``(batch, n_mels, frames)`` -> ``(batch, out_dim)``: a ResNet, then the mean over time (any
+    clip length gives one vector), then a linear projection of every channel at every remaining frequency band.
 
-    GroupNorm rather than the ResNet's BatchNorm: a clip's embedding must not depend on its batch mates, and
-    DDP then needs no synchronised statistics.
+    The frequency axis is kept to the end, not averaged away as in an image ResNet: *where* in the spectrum the
+    energy sits is much of what tells a flute from a clarinet. GroupNorm rather than the ResNet's BatchNorm: a
+    clip's embedding must not depend on its batch mates, and DDP then needs no synchronised statistics.
     """
 
-    def __init__(self, channels: Sequence[int], out_dim: int):
+    def __init__(self, channels: Sequence[int], out_dim: int, n_mels: int):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, padding=1, bias=False),
                                   nn.GroupNorm(min(8, channels[0]), channels[0]), nn.ReLU())
         widths = [channels[0], *channels]
         self.stages = nn.Sequential(*(ResidualBlock(widths[index], widths[index + 1], stride=2)
                                       for index in range(len(channels))))
-        self.projection = nn.Linear(channels[-1], out_dim)
+        bands = n_mels
+        for _ in channels:
+            bands = (bands - 1) // 2 + 1                            # each stride-2 stage (padding 1) halves, rounding up
+        self.projection = nn.Linear(channels[-1] * bands, out_dim)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(mel.unsqueeze(1)))                # (batch, channels, n_mels / 2^k, frames / 2^k)
-        return self.projection(x.mean(dim=(2, 3)))
+        x = self.stages(self.stem(mel.unsqueeze(1)))                # (batch, channels, bands, frames / 2^k)
+        return self.projection(x.mean(dim=3).flatten(1))            # (batch, channels * bands) -> (batch, out_dim)
 
 
 class TextTower(nn.Module):
@@ -271,7 +277,7 @@ class MuLan(nn.Module):
         super().__init__()
         self.tokenizer, self.sample_rate, self.features, self.config = tokenizer, sample_rate, features, config
         self.embed_dim, self.token_levels, self.token_codebook_size = embed_dim, token_levels, token_codebook_size
-        self.audio_tower = AudioTower(config.audio_channels, embed_dim)
+        self.audio_tower = AudioTower(config.audio_channels, embed_dim, features.n_mels)
         self.text_tower = TextTower(tokenizer.vocab_size, config.max_text_len, config.text_d_model,
                                     config.text_layers, config.text_heads, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
@@ -297,10 +303,13 @@ class MuLan(nn.Module):
         if audio.dim() == 1:
             audio = audio.unsqueeze(0)
         if audio.dim() != 2:
-            raise AudioError(f"MuLan takes audio shaped (samples,) or (batch, samples), got {tuple(audio.shape)}")
+            raise AudioError(f"MuLan takes audio shaped (samples,) or (batch, samples), got {tuple(audio.shape)}; "
+                             "mix stereo to mono with mlm_lessons.audio.to_mono")
         if audio.shape[-1] < self.features.n_fft:
             raise AudioError(f"{audio.shape[-1]} samples is too short for one spectrogram frame ({self.features.n_fft}"
                              " samples); pass at least that much audio")
+        if not torch.isfinite(audio).all():
+            raise AudioError(f"the audio contains {int((~torch.isfinite(audio)).sum())} NaN or infinite samples")
         audio = audio.to(self._device())
         with torch.autocast(audio.device.type, enabled=False):
             spectrogram = log_mel(audio.float(), self.sample_rate, n_fft=self.features.n_fft,
@@ -340,21 +349,26 @@ class MuLan(nn.Module):
     # -- MuLan tokens --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit_token_quantizer(self, embeddings: torch.Tensor, passes: int = 20) -> None:
-        """Fit the tokens' residual quantiser to ``(n, embed_dim)`` embeddings (audio and text together):
-        k-means initialisation on the first pass, then ``passes - 1`` EMA passes over all of them."""
-        if embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"need (n, {self.embed_dim}) embeddings, got {tuple(embeddings.shape)}")
+    def fit_token_quantizer(self, audio_embeddings: torch.Tensor, passes: int = 20) -> None:
+        """Fit the tokens' residual quantiser to ``(n, embed_dim)`` *audio* embeddings of a training set: k-means
+        initialisation on the first pass, then ``passes - 1`` EMA passes over all of them.
+
+        Audio only, on purpose: the stages train on audio tokens, so every code a caption can be given must be
+        one that clips get too. (Fitted on audio and text together, the codebook keeps separate codes for the
+        two clouds of the modality gap, and captions get codes no clip has.)
+        """
+        if audio_embeddings.dim() != 2 or audio_embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"need (n, {self.embed_dim}) audio embeddings, got {tuple(audio_embeddings.shape)}")
         quantizer = self.token_quantizer.train()
         for _ in range(passes):
-            quantizer(embeddings.to(self._device()).unsqueeze(0))
+            quantizer(audio_embeddings.to(self._device()).unsqueeze(0))
         quantizer.eval()
         self.token_quantizer_fitted.fill_(True)
 
     def _tokens(self, embeddings: torch.Tensor) -> torch.Tensor:
         if not bool(self.token_quantizer_fitted):
             raise RuntimeError("the MuLan tokens' quantiser is not fitted yet: call fit_token_quantizer with the "
-                               "audio and text embeddings of a training set")
+                               "audio embeddings of a training set")
         return self.token_quantizer.encode(embeddings.unsqueeze(1))[:, :, 0]           # (batch, levels)
 
     @torch.no_grad()
@@ -417,18 +431,26 @@ def recall_at_k(similarity: torch.Tensor, k: int, targets: torch.Tensor | None =
 
 
 @torch.no_grad()
-def zero_shot_classify(model: MuLan, audio, class_names: Sequence[str], template: str = "a {} melody"
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def zero_shot_classify(model: MuLan, audio, class_names: Sequence[str],
+                       template: str | Sequence[str] = "a {} melody") -> tuple[torch.Tensor, torch.Tensor]:
     """Tag clips with no trained classifier: embed one prompt per class (``template.format(name)``) and give
     each clip the class whose prompt is most similar.
+
+    ``template`` may be a list of templates (CLIP's *prompt ensembling*): each class is then the mean of its
+    prompts' unit embeddings, normalised again, which evens out the quirks of any one wording.
 
     Returns:
         ``(predictions (batch,) int64 into class_names, similarities (batch, classes))``.
     """
-    if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' where the class name goes, got {template!r}")
-    prompts = model.embed_text([template.format(name) for name in class_names])       # (classes, dim)
-    similarities = model.embed_audio(audio) @ prompts.T
+    templates = [template] if isinstance(template, str) else list(template)
+    if not templates or any("{}" not in text for text in templates):
+        raise ValueError(f"each template must contain '{{}}' where the class name goes, got {template!r}")
+    if not class_names:
+        raise ValueError("no class names to choose between")
+    prompts = torch.stack([model.embed_text([text.format(name) for name in class_names])
+                           for text in templates])                                    # (templates, classes, dim)
+    prompts = F.normalize(prompts.mean(dim=0), dim=-1)
+    similarities = model.embed_audio(audio) @ prompts.T                               # (batch, classes)
     return similarities.argmax(dim=1), similarities
 
 
@@ -470,6 +492,30 @@ def paraphrases(attributes, count: int, seed: int) -> list[str]:
     return [caption_writer.caption(attributes, np.random.default_rng([seed, index])) for index in range(count)]
 
 
+def tag_texts(attributes, count: int, seed: int) -> list[str]:
+    """``count`` short texts of one clip in the style of tags: 1 to 4 of its MusicCaps aspects (never the
+    uninformative "instrumental" and "no voice"), shuffled and joined by commas, e.g. "calming, violin".
+
+    MuLan learned from short, noisy texts (video titles, tags, playlist names) as well as sentences. Trained
+    on captions alone, a tower rates a prompt of one fact ("a flute melody") poorly: it has only seen texts
+    that state ten. Tag texts teach it what each fact means on its own.
+    """
+    tags = [tag for tag in caption_writer.aspects(attributes) if tag not in ("instrumental", "no voice")]
+    texts = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, 1, index])
+        chosen = rng.choice(len(tags), size=int(rng.integers(1, min(4, len(tags)) + 1)), replace=False)
+        texts.append(", ".join(tags[position] for position in chosen))
+    return texts
+
+
+def training_texts(record, config: MuLanConfig) -> list[str]:
+    """The texts a SynthCaps clip may be paired with in training: its caption, ``config.paraphrases - 1``
+    re-wordings of it and ``config.tag_texts`` tag texts (:func:`paraphrases`, :func:`tag_texts`)."""
+    return [record.caption, *paraphrases(record.attributes, config.paraphrases - 1, record.seed),
+            *tag_texts(record.attributes, config.tag_texts, record.seed)]
+
+
 def mulan_train_config(config: Config, steps: int | None = None) -> Config:
     """``config`` with its ``train`` section set for MuLan: its own batch size, learning rate and warm-up."""
     section = config.mulan
@@ -486,14 +532,18 @@ def mulan_objective(model: MuLan, batch: dict):
 
 def train_mulan(config: Config, clips: Sequence[torch.Tensor], captions_per_clip: Sequence[Sequence[str]],
                 out_dir: str | os.PathLike | None = None, *, tokenizer: CaptionTokenizer | None = None,
-                steps: int | None = None, resume: bool = True, progress: bool = True):
+                extra_captions: Sequence[str] = (), steps: int | None = None, resume: bool = True,
+                progress: bool = True):
     """Train MuLan on (clip, caption) pairs with the package's :class:`~mlm_lessons.train.Trainer`.
 
     Args:
         clips: ``(samples,)`` waveforms at ``config.data.sample_rate``.
         captions_per_clip: for each clip, the captions it may be paired with (one drawn per visit).
-        tokenizer: the caption tokenizer; default: trained on all the captions (keep it: a resumed run must
-            use the same one, and it is saved in ``out_dir/tokenizer.json``).
+        tokenizer: the caption tokenizer; default: trained on all the captions and ``extra_captions`` (keep it:
+            a resumed run must use the same one, and it is saved in ``out_dir/tokenizer.json``).
+        extra_captions: more text for the default tokenizer's vocabulary only, never trained on (the
+            command line adds the MusicCaps captions when the file is present, so their words split into
+            fewer, more meaningful pieces).
 
     Returns:
         ``(model, history)``: the trained :class:`MuLan` in eval mode and the loss history.
@@ -503,8 +553,8 @@ def train_mulan(config: Config, clips: Sequence[torch.Tensor], captions_per_clip
     if tokenizer is None and tokenizer_file is not None and tokenizer_file.exists() and resume:
         tokenizer = CaptionTokenizer.from_str(tokenizer_file.read_text())
     if tokenizer is None:
-        tokenizer = CaptionTokenizer.train((text for options in captions_per_clip for text in options),
-                                           config.mulan.vocab_size)
+        tokenizer = CaptionTokenizer.train([*(text for options in captions_per_clip for text in options),
+                                            *extra_captions], config.mulan.vocab_size)
     if tokenizer_file is not None:
         tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(tokenizer_file) as temporary:

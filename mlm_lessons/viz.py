@@ -156,3 +156,30 @@ def play(wave, sample_rate: int, normalize: bool = True):
     wave = audio.check_audio(wave, sample_rate).detach().cpu().numpy()
     silent = not wave.any()  # IPython divides by the peak when normalising
     return Audio(wave, rate=sample_rate, normalize=normalize and not silent)
+
+
+def plot_confusion(truth, predictions, labels: Sequence[str], ax=None, title: str | None = None):
+    """A confusion matrix as a picture: row = true class, column = predicted class, each row normalised to
+    sum to 1 and its count written in each cell. ``truth`` and ``predictions`` are ``(n,)`` class indices into
+    ``labels``. Returns the axes; the accuracy is in the title."""
+    truth, predictions = np.asarray(truth).ravel(), np.asarray(predictions).ravel()
+    if truth.shape != predictions.shape or not len(truth):
+        raise ValueError(f"need as many predictions as true labels (at least one), got {len(predictions)} and "
+                         f"{len(truth)}")
+    if min(truth.min(), predictions.min()) < 0 or max(truth.max(), predictions.max()) >= len(labels):
+        raise ValueError(f"class indices must lie in [0, {len(labels)}) for {len(labels)} labels")
+    counts = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(counts, (truth, predictions), 1)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    ax = _new_axes(ax, figsize=(5, 4.5))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for row, column in zip(*np.nonzero(counts)):
+        ax.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=7,
+                color="white" if rates[row, column] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = float((truth == predictions).mean())
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {accuracy:.0%}")
+    return ax

@@ -87,3 +87,23 @@ def test_train_mulan_resumes_and_exports_a_model_with_its_tokens(tmp_path, capsy
     model = mulan.MuLan.load(tmp_path / "mulan.pt")
     tiny = config.get_preset("tiny")
     assert model.text_tokens("a calming violin melody").shape == (1, tiny.tokens.mulan_rvq_levels)
+
+
+def test_train_num_clips_renders_its_own_set_and_refuses_data_too(tmp_path, capsys, monkeypatch):
+    from mlm_lessons import datasets
+
+    monkeypatch.setenv("MLM_DATA_DIR", str(tmp_path))
+    seen = []
+
+    def record_and_stop(folder, **kwargs):   # rendering is tested elsewhere; here: where, and how many
+        seen.append((folder, kwargs["num_clips"]))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(datasets, "write_synthcaps", record_and_stop)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "mulan", "--num-clips", "30", "--out", str(tmp_path / "run"), "--quiet"])
+    assert seen == [(tmp_path / "synthcaps-tiny-30", 30)]
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "mulan", "--num-clips", "30", "--data", str(tmp_path), "--out",
+                  str(tmp_path / "run")])
+    assert "pass one of them, not both" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from mlm_lessons import captions, datasets, synth
+from mlm_lessons import audio, captions, datasets, synth
 
 FIXTURE_CSV = Path(__file__).parent / "fixtures" / "musiccaps-sample.csv"
 SMALL = dict(num_clips=12, seed=3, clip_seconds=1.0, progress=False)
@@ -119,15 +119,25 @@ def test_a_folder_made_with_other_settings_is_refused(synthcaps):
 def test_ensure_synthcaps_generates_only_when_missing(tmp_path, monkeypatch):
     calls = []
 
-    def fake_write(folder, preset, progress):
-        calls.append(preset)
+    def fake_write(folder, preset, num_clips, progress):
+        calls.append((preset, num_clips))
         Path(folder).mkdir(parents=True)
         (Path(folder) / "manifest.csv").write_text("")
 
     monkeypatch.setattr(datasets, "write_synthcaps", fake_write)
     assert datasets.ensure_synthcaps("tiny", root=tmp_path) == tmp_path / "synthcaps-tiny"
     assert datasets.ensure_synthcaps("tiny", root=tmp_path) == tmp_path / "synthcaps-tiny"
-    assert calls == ["tiny"]
+    assert datasets.ensure_synthcaps("tiny", root=tmp_path, num_clips=240) == tmp_path / "synthcaps-tiny"
+    assert datasets.ensure_synthcaps("tiny", root=tmp_path, num_clips=50) == tmp_path / "synthcaps-tiny-50"
+    assert calls == [("tiny", None), ("tiny", 50)]
+
+
+def test_render_planned_gives_the_audio_write_synthcaps_writes(synthcaps):
+    planned = datasets.plan_synthcaps(SMALL["num_clips"], SMALL["seed"])[:2]
+    rendered = datasets.render_planned(planned, SMALL["clip_seconds"], 16_000)
+    assert rendered.shape == (2, round(SMALL["clip_seconds"] * 16_000)) and rendered.dtype == torch.float32
+    on_disk, _ = audio.load_audio(synthcaps / "audio" / f"{planned[1].ytid}.wav")
+    torch.testing.assert_close(rendered[1], on_disk, atol=1e-4, rtol=0)   # the file holds 16-bit samples
 
 
 # --- splits ---------------------------------------------------------------------

@@ -13,6 +13,8 @@ from mlm_lessons import diagrams  # noqa: E402
 
 PAPER_CODEC = dict(num_levels=12, codebook_size=1024, strides=(3, 4, 5, 8), sample_rate=24_000)
 PAPER_W2V_BERT = dict(contrastive_layers=8, mlm_layers=16, token_layer=15, num_clusters=1024)
+PAPER_MULAN = dict(audio_channels=(32, 64, 128, 256), text_layers=4, embed_dim=128, token_levels=12,
+                   codebook_size=1024)
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,11 @@ def quantisers(ax):
 
 def layers(ax):
     return [patch for patch in ax.patches if (patch.get_gid() or "").startswith("layer ")]
+
+
+def similarity_cells(ax):
+    return {patch.get_gid(): patch for patch in ax.patches
+            if (patch.get_gid() or "").startswith("similarity ")}
 
 
 def test_soundstream_diagram_shows_the_codec_its_losses_and_its_bitrate():
@@ -111,11 +118,64 @@ def test_w2v_bert_diagram_rejects_an_empty_module():
         diagrams.w2v_bert_diagram(mlm_layers=0, token_layer=1)
 
 
+def test_mulan_diagram_shows_both_towers_the_similarity_matrix_and_the_tokens():
+    ax = diagrams.mulan_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("audio", "(batch, samples)", "log-mel", "(n_mels × frames)", "ResNet audio tower",
+                  "4 stages, channels\n16, 32, 64, 64", "mean over time\nand frequency", "linear →\nunit length",
+                  "64 → 64 dims", "$A$  audio embeddings\n(batch × 64)",
+                  "caption", "WordPiece\nsubwords", "##chord", "Transformer encoder", "text tower, 2 layers",
+                  "mean over\nreal tokens", "to 64 dims", "$T$  text embeddings\n(batch × 64)",
+                  "$S = A\\,T^{\\top} / \\tau$", "τ: learned temperature", "symmetric InfoNCE",
+                  "each row and each\ncolumn picks its\ndiagonal", "residual VQ →\nMuLan tokens",
+                  "4 levels × 256 codes", "$M_A$ from audio, $M_T$ from text", "matching pair"):
+        assert label in labels
+    assert ax.get_title() == "MuLan: music and text in one embedding space (Huang et al., 2022)"
+    for name in ("WordPiece subwords", "symmetric InfoNCE", "residual VQ → MuLan tokens"):
+        box(ax, name)
+    assert not ax.axison
+
+
+def test_mulan_diagram_highlights_the_diagonal_of_the_similarity_matrix():
+    ax = diagrams.mulan_diagram()
+    faces = {gid: to_rgba(patch.get_facecolor()) for gid, patch in similarity_cells(ax).items()}
+    assert sorted(faces) == [f"similarity {row},{column}" for row in range(1, 5) for column in range(1, 5)]
+    strong = to_rgba(diagrams._PALETTE["mulan"][1])
+    diagonal = {f"similarity {i},{i}" for i in range(1, 5)}
+    assert all(faces[gid] == strong for gid in diagonal)
+    assert all(face != strong for gid, face in faces.items() if gid not in diagonal)
+
+
+def test_mulan_diagram_takes_its_numbers_from_the_arguments():
+    ax = diagrams.mulan_diagram(**PAPER_MULAN)
+    labels = "\n".join(texts(ax))
+    for label in ("4 stages, channels\n32, 64, 128, 256", "256 → 128 dims", "text tower, 4 layers",
+                  "(batch × 128)", "to 128 dims", "12 levels × 1024 codes"):
+        assert label in labels
+    labels = "\n".join(texts(diagrams.mulan_diagram(audio_channels=[8], text_layers=1)))
+    for label in ("1 stage, channels\n8\n", "8 → 64 dims", "text tower, 1 layer\n"):
+        assert label in labels
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(audio_channels=()), "at least one ResNet stage"),
+    (dict(audio_channels=(16, 0)), "at least one ResNet stage"),
+    (dict(text_layers=0), "text_layers must be at least 1, got 0"),
+    (dict(embed_dim=0), "embed_dim must be at least 1"),
+    (dict(token_levels=0), "token_levels must be at least 1"),
+    (dict(codebook_size=0), "codebook_size must be at least 1"),
+])
+def test_mulan_diagram_rejects_an_empty_model(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        diagrams.mulan_diagram(**arguments)
+
+
 def test_diagrams_draw_on_the_axes_they_are_given():
-    _, axes = plt.subplots(1, 3)
+    _, axes = plt.subplots(1, 4)
     assert diagrams.soundstream_diagram(ax=axes[0]) is axes[0]
     assert diagrams.musiclm_diagram(ax=axes[1]) is axes[1]
     assert diagrams.w2v_bert_diagram(ax=axes[2]) is axes[2]
+    assert diagrams.mulan_diagram(ax=axes[3]) is axes[3]
 
 
 @pytest.mark.parametrize("draw", [
@@ -127,8 +187,12 @@ def test_diagrams_draw_on_the_axes_they_are_given():
     lambda: diagrams.w2v_bert_diagram(**PAPER_W2V_BERT),
     lambda: diagrams.w2v_bert_diagram(token_layer=0),
     lambda: diagrams.w2v_bert_diagram(token_layer=1),
+    diagrams.mulan_diagram,
+    lambda: diagrams.mulan_diagram(**PAPER_MULAN),
+    lambda: diagrams.mulan_diagram(audio_channels=(64, 128, 256, 512, 1024, 2048), text_layers=12,
+                                   embed_dim=128, token_levels=12, codebook_size=1024),
 ], ids=["soundstream", "soundstream-paper", "musiclm", "musiclm-attention", "w2v-bert", "w2v-bert-paper",
-        "w2v-bert-layer-0", "w2v-bert-layer-1"])
+        "w2v-bert-layer-0", "w2v-bert-layer-1", "mulan", "mulan-paper", "mulan-resnet-50-like"])
 def test_text_is_large_enough_inside_the_figure_and_never_overlaps(draw):
     ax = draw()
     figure = ax.figure

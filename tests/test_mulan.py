@@ -135,6 +135,42 @@ def test_zero_shot_picks_the_most_similar_prompt(tokenizer):
     torch.testing.assert_close(similarities, model.embed_audio(audio) @ prompts.T)
     with pytest.raises(ValueError, match="template must contain"):
         mulan.zero_shot_classify(model, audio, ["violin"], template="violin")
+    with pytest.raises(ValueError, match="no class names"):
+        mulan.zero_shot_classify(model, audio, [])
+
+
+def test_prompt_ensembling_averages_unit_prompts(tokenizer):
+    model = micro_model(tokenizer)
+    audio = 0.1 * torch.randn(3, 16_000)
+    templates = ["a {} melody", "{}", "a song led by a {}"]
+    _, similarities = mulan.zero_shot_classify(model, audio, ["violin", "flute"], templates)
+    for column, name in enumerate(["violin", "flute"]):
+        mean = torch.nn.functional.normalize(model.embed_text([t.format(name) for t in templates]).mean(dim=0), dim=0)
+        torch.testing.assert_close(similarities[:, column], model.embed_audio(audio) @ mean)
+    with pytest.raises(ValueError, match="template must contain"):
+        mulan.zero_shot_classify(model, audio, ["violin"], template=["a {} tune", "no slot"])
+
+
+def test_tag_texts_are_short_true_and_reproducible():
+    from mlm_lessons import captions, synth
+    import numpy as np
+
+    attributes = synth.sample_attributes(np.random.default_rng(3))
+    texts = mulan.tag_texts(attributes, 20, seed=5)
+    assert texts == mulan.tag_texts(attributes, 20, seed=5) and len(set(texts)) > 5
+    allowed = set(captions.aspects(attributes)) - {"instrumental", "no voice"}
+    for text in texts:
+        tags = text.split(", ")
+        assert 1 <= len(tags) <= 4 and len(set(tags)) == len(tags) and set(tags) <= allowed
+
+
+def test_the_frequency_axis_reaches_the_projection(tokenizer):
+    tower = mulan.AudioTower((4, 8, 8), out_dim=5, n_mels=37)       # 37 -> 19 -> 10 -> 5 bands
+    assert tower.projection.in_features == 8 * 5
+    mel = torch.rand(2, 37, 40)
+    assert tower(mel).shape == (2, 5)
+    flipped = tower(mel.flip(1))            # the same energy, upside down in frequency: another embedding
+    assert not torch.allclose(flipped, tower(mel), atol=1e-3)
 
 
 def test_bad_audio_is_a_clear_error(tokenizer):
@@ -143,6 +179,10 @@ def test_bad_audio_is_a_clear_error(tokenizer):
         model.embed_audio(torch.zeros(24_000), sample_rate=24_000)
     with pytest.raises(AudioError, match="too short for one spectrogram frame"):
         model.embed_audio(torch.zeros(100))
+    with pytest.raises(AudioError, match="1 NaN or infinite"):
+        model.embed_audio(torch.zeros(16_000).index_fill(0, torch.tensor([5]), float("nan")))
+    with pytest.raises(AudioError, match="to_mono"):
+        model.embed_audio(torch.zeros(1, 2, 16_000))
     with pytest.raises(ValueError, match="2 captions for 3 clips"):
         model(torch.zeros(3, 16_000), CAPTIONS[:2])
 
@@ -168,8 +208,7 @@ def test_mulan_tokens_come_from_one_codebook_for_audio_and_text(tokenizer):
     audio = 0.1 * torch.randn(6, 16_000, generator=torch.Generator().manual_seed(1))
     with pytest.raises(RuntimeError, match="not fitted yet"):
         model.audio_tokens(audio)
-    embeddings = torch.cat([model.embed_audio(audio), model.embed_text(CAPTIONS)])
-    model.fit_token_quantizer(embeddings)
+    model.fit_token_quantizer(model.embed_audio(audio))
     audio_tokens, text_tokens = model.audio_tokens(audio), model.text_tokens(CAPTIONS)
     levels, codes = model.token_levels, model.token_codebook_size
     assert audio_tokens.shape == text_tokens.shape == (6, levels) and audio_tokens.dtype == torch.long
@@ -180,14 +219,17 @@ def test_mulan_tokens_come_from_one_codebook_for_audio_and_text(tokenizer):
     first = quantizer.decode(text_tokens[:, :1, None])[:, 0]
     target = model.embed_text(CAPTIONS)
     assert (full - target).pow(2).sum() <= (first - target).pow(2).sum()
-    with pytest.raises(ValueError, match=r"need \(n, 8\) embeddings"):
+    # Every code a caption gets is one that the fitted clips use at that level (the stages have seen it).
+    fitted_codes = set(audio_tokens[:, 0].tolist())
+    assert set(text_tokens[:, 0].tolist()) <= fitted_codes
+    with pytest.raises(ValueError, match=r"need \(n, 8\) audio embeddings"):
         model.fit_token_quantizer(torch.zeros(4, 5))
 
 
 def test_save_and_load_keep_the_tokenizer_and_the_tokens(tokenizer, tmp_path):
     model = micro_model(tokenizer)
     audio = 0.1 * torch.randn(6, 16_000, generator=torch.Generator().manual_seed(2))
-    model.fit_token_quantizer(torch.cat([model.embed_audio(audio), model.embed_text(CAPTIONS)]))
+    model.fit_token_quantizer(model.embed_audio(audio))
     loaded = mulan.MuLan.load(model.save(tmp_path / "mulan.pt"))
     assert loaded.tokenizer.to_str() == tokenizer.to_str() and loaded.config == model.config
     torch.testing.assert_close(loaded.embed_text(CAPTIONS), model.embed_text(CAPTIONS), atol=5e-3, rtol=0)

@@ -58,3 +58,15 @@ def test_patches_share_one_colour_scale():
         assert image.get_clim() == viz.PATCH_VALUE_RANGE and image.get_array().shape == (64, 32)
     with pytest.raises(ValueError, match="n_mels, frames"):
         viz.show_patch(torch.zeros(2, 64, 32), axes[0])
+
+
+def test_plot_confusion_counts_rows_and_names_the_accuracy():
+    ax = viz.plot_confusion([0, 0, 1, 2], [0, 1, 1, 2], ["a", "b", "c"], title="toy")
+    assert ax.get_title() == "toy: accuracy 75%"
+    image = ax.images[0].get_array()
+    assert image[0, 0] == 0.5 and image[0, 1] == 0.5 and image[1, 1] == 1 and image[2, 2] == 1
+    assert sorted(text.get_text() for text in ax.texts) == ["1", "1", "1", "1"]
+    with pytest.raises(ValueError, match="class indices"):
+        viz.plot_confusion([0, 3], [0, 1], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="as many predictions"):
+        viz.plot_confusion([0, 1], [0], ["a", "b"])
