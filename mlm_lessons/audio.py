@@ -13,6 +13,8 @@ Conventions used across the package:
 
 from __future__ import annotations
 
+import math
+
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -214,6 +216,18 @@ def log_mel(wave, sample_rate: int, n_fft: int = 1024, hop_length: int = 256, n_
         raise AudioError("log_mel got NaN or infinite samples; fix the step that produced them")
     transform = _mel_transform(sample_rate, n_fft, hop_length, n_mels, f_min, f_max).to(wave.device)
     return torch.log(transform(wave).clamp_min(floor))
+
+
+def scaled_log_mel(wave: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
+                   floor: float = 1e-5) -> torch.Tensor:
+    """:func:`log_mel` of ``(batch, time)`` audio, computed in float32 whatever the autocast, and scaled so
+    that silence (``log(floor)``) is 0 and a full-scale tone's band about 1.6: the order-one inputs that the
+    learned encoders (w2v-BERT, MuLan's audio tower) read. Returns ``(batch, n_mels, frames)``."""
+    with torch.autocast(wave.device.type, enabled=False):      # the STFT wants float32
+        spectrogram = log_mel(wave.float(), sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                              floor=floor)
+    silence = math.log(floor)
+    return (spectrogram - silence) / -silence
 
 
 def mel_to_audio(log_mel_spec: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length: int = 256,

@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 
 from mlm_lessons import captions as caption_writer
 from mlm_lessons.atomic import atomic_path
-from mlm_lessons.audio import AudioError, as_tensor, log_mel
+from mlm_lessons.audio import AudioError, as_tensor, scaled_log_mel
 from mlm_lessons.config import AudioFeatureConfig, Config, MuLanConfig
 from mlm_lessons.quantize import ResidualVQ
 from mlm_lessons.train import Trainer, check_state_dict_matches, save_atomically, saved_config_section
@@ -61,7 +61,6 @@ from mlm_lessons.transformer import TransformerEncoder
 
 MULAN_FORMAT = "mlm_lessons.mulan/1"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-LOG_MEL_FLOOR = math.log(1e-5)   # audio.log_mel's value for silence
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,7 +294,7 @@ class MuLan(nn.Module):
 
     def mel(self, audio, sample_rate: int | None = None) -> torch.Tensor:
         """Audio ``(samples,)`` or ``(batch, samples)`` -> scaled log-mel ``(batch, n_mels, frames)`` (silence 0,
-        full scale about 1)."""
+        a full-scale tone about 1.6)."""
         audio = as_tensor(audio)
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise AudioError(f"MuLan's audio tower reads {self.sample_rate} Hz audio but got {sample_rate} Hz; convert "
@@ -310,11 +309,8 @@ class MuLan(nn.Module):
                              " samples); pass at least that much audio")
         if not torch.isfinite(audio).all():
             raise AudioError(f"the audio contains {int((~torch.isfinite(audio)).sum())} NaN or infinite samples")
-        audio = audio.to(self._device())
-        with torch.autocast(audio.device.type, enabled=False):
-            spectrogram = log_mel(audio.float(), self.sample_rate, n_fft=self.features.n_fft,
-                                  hop_length=self.features.hop_length, n_mels=self.features.n_mels)
-        return (spectrogram - LOG_MEL_FLOOR) / -LOG_MEL_FLOOR
+        return scaled_log_mel(audio.to(self._device()), self.sample_rate, self.features.n_fft,
+                              self.features.hop_length, self.features.n_mels)
 
     def audio_embeddings(self, audio, sample_rate: int | None = None) -> torch.Tensor:
         """Unit-length ``(batch, embed_dim)`` embeddings of audio, with gradients (for training)."""
@@ -326,9 +322,13 @@ class MuLan(nn.Module):
         return F.normalize(self.text_tower(ids.to(self._device()), key_is_real.to(self._device())), dim=-1)
 
     @torch.no_grad()
-    def embed_audio(self, audio, sample_rate: int | None = None) -> torch.Tensor:
-        """Unit-length ``(batch, embed_dim)`` embeddings of audio ``(samples,)`` or ``(batch, samples)``."""
-        return self.audio_embeddings(audio, sample_rate)
+    def embed_audio(self, audio, sample_rate: int | None = None, chunk: int = 64) -> torch.Tensor:
+        """Unit-length ``(batch, embed_dim)`` embeddings of audio ``(samples,)`` or ``(batch, samples)``, ``chunk``
+        clips at a time (so a large set needs no more memory than a small one)."""
+        audio = as_tensor(audio)
+        if audio.dim() != 2 or len(audio) <= chunk:
+            return self.audio_embeddings(audio, sample_rate)
+        return torch.cat([self.audio_embeddings(part, sample_rate) for part in audio.split(chunk)])
 
     @torch.no_grad()
     def embed_text(self, texts: str | Sequence[str]) -> torch.Tensor:

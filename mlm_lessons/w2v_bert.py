@@ -54,7 +54,6 @@ Shapes: audio ``(batch, samples)``; log-mel ``(batch, mel_frames, n_mels)``; hid
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlm_lessons.attention import MultiHeadAttention, RotaryEmbedding
-from mlm_lessons.audio import AudioError, as_tensor, log_mel
+from mlm_lessons.audio import AudioError, as_tensor, scaled_log_mel
 from mlm_lessons.config import Config, W2VBertConfig
 from mlm_lessons.datasets import AudioCrops
 from mlm_lessons.quantize import VectorQuantizer
@@ -75,25 +74,20 @@ from mlm_lessons.train import (Trainer, check_state_dict_matches, load_checkpoin
 W2V_BERT_FORMAT = "mlm_lessons.w2v_bert/1"
 SUBSAMPLING = 4                # mel frames per semantic frame: two stride-2 convolutions
 MAX_FRAMES = 8192              # rotary positions precomputed: 5.5 minutes at 25 Hz
-LOG_MEL_FLOOR = math.log(1e-5)  # audio.log_mel's value for silence
-
-
 # ----------------------------------------------------------------------------------------------------
 # 1. Feature encoder
 
 
-def scaled_log_mel(audio: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
-                   frames: int) -> torch.Tensor:
-    """``(batch, samples)`` -> ``(batch, 4 * frames, n_mels)`` log-mel, scaled so that silence (the log floor
-    of :func:`~mlm_lessons.audio.log_mel`) is 0 and a full-scale band about 1: inputs of order one."""
-    with torch.autocast(audio.device.type, enabled=False):      # the STFT wants float32
-        spectrogram = log_mel(audio.float(), sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
-    spectrogram = spectrogram[..., :SUBSAMPLING * frames].transpose(1, 2)
-    return (spectrogram - LOG_MEL_FLOOR) / -LOG_MEL_FLOOR
+def frame_log_mel(audio: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
+                  frames: int) -> torch.Tensor:
+    """``(batch, samples)`` -> ``(batch, 4 * frames, n_mels)``: :func:`~mlm_lessons.audio.scaled_log_mel` (silence
+    0, a full-scale tone about 1.6), time first, cut to the mel frames of ``frames`` whole encoder frames."""
+    spectrogram = scaled_log_mel(audio, sample_rate, n_fft, hop_length, n_mels)
+    return spectrogram[..., :SUBSAMPLING * frames].transpose(1, 2)
 
 
 class FeatureEncoder(nn.Module):
-    """Scaled log-mel ``(batch, 4 * frames, n_mels)`` (:func:`scaled_log_mel`) -> features ``(batch, frames, d_model)``.
+    """Scaled log-mel ``(batch, 4 * frames, n_mels)`` (:func:`frame_log_mel`) -> features ``(batch, frames, d_model)``.
 
     Two ``3 x 3`` convolutions of stride 2 over (time, mel), each followed by a GELU, then a linear layer
     on the flattened ``channels x n_mels / 4`` values of each frame and a LayerNorm (so that features and
@@ -408,8 +402,8 @@ class W2VBert(nn.Module):
     def mel_frames(self, audio: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` -> scaled log-mel ``(batch, 4 * frames, n_mels)``, ``frames = samples //
         samples_per_frame`` (samples after the last whole frame are ignored)."""
-        return scaled_log_mel(audio, self.sample_rate, self.config.n_fft, self.hop_length, self.config.n_mels,
-                              audio.shape[-1] // self.samples_per_frame)
+        return frame_log_mel(audio, self.sample_rate, self.config.n_fft, self.hop_length, self.config.n_mels,
+                             audio.shape[-1] // self.samples_per_frame)
 
     def target_vectors(self, mel_frames: torch.Tensor) -> torch.Tensor:
         """Scaled log-mel ``(batch, 4 * frames, n_mels)`` -> what the quantiser reads, ``(batch, frames,

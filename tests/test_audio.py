@@ -126,3 +126,13 @@ def test_aliased_frequency_matches_the_sampled_spectrum(freq, rate, expected):
     # the prediction is what an FFT of the sampled tone actually shows
     t = np.arange(rate) / rate
     assert peak_frequency(np.cos(2 * np.pi * freq * t), rate) == pytest.approx(expected, abs=1.0)
+
+
+def test_scaled_log_mel_puts_silence_at_zero_and_full_scale_at_order_one():
+    silence = audio.scaled_log_mel(torch.zeros(1, 16_000), 16_000, n_fft=1024, hop_length=256, n_mels=64)
+    assert silence.shape == (1, 64, 63) and silence.abs().max() == 0
+    tone = torch.sin(2 * torch.pi * 440 * torch.arange(16_000) / 16_000)[None]
+    loudest = audio.scaled_log_mel(tone, 16_000, n_fft=1024, hop_length=256, n_mels=64).max()
+    assert 1 < loudest < 2   # inputs of order one
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # computed in float32 whatever the autocast
+        assert audio.scaled_log_mel(tone, 16_000, 1024, 256, 64).dtype == torch.float32

@@ -173,6 +173,12 @@ def test_the_frequency_axis_reaches_the_projection(tokenizer):
     assert not torch.allclose(flipped, tower(mel), atol=1e-3)
 
 
+def test_embedding_in_chunks_changes_nothing(tokenizer):
+    model = micro_model(tokenizer)
+    audio = 0.1 * torch.randn(5, 16_000, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model.embed_audio(audio, chunk=2), model.embed_audio(audio, chunk=64))
+
+
 def test_bad_audio_is_a_clear_error(tokenizer):
     model = micro_model(tokenizer)
     with pytest.raises(AudioError, match=r"reads 16000 Hz.*resample"):
