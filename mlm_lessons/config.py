@@ -16,6 +16,7 @@ Every preset is plain data: ``dataclasses.replace`` makes a variant, and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +170,34 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     grad_accum_steps: int = 1              # micro-batches per optimiser step (same result, less memory)
+
+    def __post_init__(self) -> None:
+        """Refuse a value the loop cannot use, naming the field and its allowed range (a negative batch
+        size would otherwise hang, a negative clip silently climb the loss)."""
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}, but it must be {allowed}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")
+        need(is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(is_int(self.max_steps) and self.max_steps >= 0, "max_steps", "an integer >= 0")
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
+        need(self.grad_clip is None or (is_number(self.grad_clip) and self.grad_clip > 0), "grad_clip",
+             "None (no clipping) or a finite number > 0")
+        need(isinstance(self.device, str) and bool(self.device), "device", '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+        need(isinstance(self.bf16, bool), "bf16", "True or False")
+        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "checkpoint_every",
+             "an integer >= 0 (0: only at the end)")
+        need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an integer >= 1")
+        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
+        need(is_int(self.grad_accum_steps) and self.grad_accum_steps >= 1, "grad_accum_steps", "an integer >= 1")
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ import inspect
 import math
 import os
 import random
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -454,6 +455,19 @@ def save_atomically(payload: Any, path: str | os.PathLike) -> None:
         torch.save(payload, file)
 
 
+def _check_writable_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) if needed and prove that a file can be written there."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"out_dir {folder} is a file, not a folder; choose a folder for the checkpoints")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"cannot write checkpoints to out_dir {folder} ({error.strerror}); choose a folder "
+                              "you can write to") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :class:`Trainer` onto the CPU.
 
@@ -663,13 +677,7 @@ class Trainer:
             self.config_defaults.update(_field_defaults(type(model_config), "model."))
         elif model_config is not None:
             self.config_dict["model"] = dict(model_config)  # a plain dict: no defaults to fall back on
-        cfg = self.train_config
-        if cfg.max_steps < 0 or cfg.log_every < 1 or cfg.checkpoint_every < 0 or cfg.grad_accum_steps < 1:
-            raise ValueError("TrainConfig needs max_steps >= 0, log_every >= 1, checkpoint_every >= 0 "
-                             "(0 = only at the end) and grad_accum_steps >= 1; got "
-                             f"max_steps={cfg.max_steps}, log_every={cfg.log_every}, "
-                             f"checkpoint_every={cfg.checkpoint_every}, "
-                             f"grad_accum_steps={cfg.grad_accum_steps}")
+        cfg = self.train_config   # its fields were checked when it was made (TrainConfig.__post_init__)
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {lr_schedule!r}")
 
@@ -720,6 +728,8 @@ class Trainer:
         self.progress = progress and self.env.is_main
 
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            _check_writable_folder(self.out_dir)    # now, not after the last step
         self.step = 0
         self.history: list[dict[str, float]] = []
         # A fresh run seeds every generator with seed + rank (distinct dropout masks on each rank); a
@@ -808,13 +818,28 @@ class Trainer:
                 totals[key] = totals[key] + value if key in totals else value
         parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])  # before clipping: logged
+        # A finite loss can have a NaN gradient (e.g. sqrt at 0): check what the step would apply, every step,
+        # so the error names the step where it began and no bad update reaches the weights or a checkpoint.
+        if not torch.isfinite(grad_norm):
+            self._refuse_step(f"the {name or 'training'} gradient norm is {grad_norm.item()} (the loss was "
+                              f"{(totals['loss'] / count).item():.4g})")
         if self.train_config.grad_clip:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.train_config.grad_clip, grad_norm)
         learning_rate = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        if not torch.isfinite(torch.nn.utils.get_total_norm(parameters)):
+            self._refuse_step(f"the {name or 'training'} update made some weights NaN or infinite")
         self.schedulers[name].step()
         means = {key: total / count for key, total in totals.items()}
         return {"grad_norm": grad_norm, **means}, learning_rate
+
+    def _refuse_step(self, what: str) -> None:
+        """Stop training at a non-finite step, saying which step and what is on disk."""
+        kept = (f"the checkpoint in {self.checkpoint_path} is kept as it was" if self.checkpoint_path is not None
+                and self.checkpoint_path.exists() else "nothing was saved")
+        raise FloatingPointError(
+            f"step {self.step + 1}: {what}; training stopped before saving anything from this step ({kept}). "
+            "Lower the learning rate, set grad_clip, add warm-up steps, or check the data and the loss for NaNs")
 
     @staticmethod
     def _key(objective: str, name: str) -> str:

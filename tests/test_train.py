@@ -276,7 +276,7 @@ def test_batch_size_must_split_into_micro_batches():
     divisible = r"batch_size 8 .* not divisible by 1 process\(es\) x grad_accum_steps 3 = 3; choose a"
     with pytest.raises(ValueError, match=divisible):
         trainer(grad_accum_steps=3)
-    with pytest.raises(ValueError, match="grad_accum_steps >= 1; got .*grad_accum_steps=0"):
+    with pytest.raises(ValueError, match=r"TrainConfig\.grad_accum_steps = 0, but it must be an integer >= 1"):
         trainer(grad_accum_steps=0)
 
 
@@ -575,3 +575,67 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
         # the logged losses are means over ranks, i.e. the losses of the global batch
         assert_same_history(history, checkpoint["history"])
     assert [entry.get("b/given_step") for entry in late_history] == [None, None, None, 3.0, 4.0, 5.0]
+
+
+# -- never lose a good checkpoint ---------------------------------------------------------------------
+
+
+def nan_gradient_from(step_number: int):
+    """An MSE whose value stays finite but whose gradient is NaN from optimiser step ``step_number`` (1-based):
+    ``where`` passes the gradient of the branch it did not take as 0 * NaN = NaN."""
+    def loss_fn(model, batch, step):
+        loss = mse_loss(model, batch)
+        if step + 1 >= step_number:
+            poisoned = torch.sqrt(-loss.detach() - 1 + 0 * loss)       # NaN, with a gradient path to the model
+            loss = torch.where(torch.tensor(True), loss, poisoned)
+        return loss
+    return loss_fn
+
+
+def test_a_nan_gradient_behind_a_finite_loss_stops_at_its_step_and_keeps_the_checkpoint(tmp_path):
+    config = dataclasses.replace(CPU_CONFIG, max_steps=10, checkpoint_every=2, log_every=5)
+    with pytest.raises(FloatingPointError, match=r"^step 5: the training gradient norm is nan .*kept as it was"):
+        Trainer(small_mlp(), config, regression_data(64), nan_gradient_from(5), out_dir=tmp_path,
+                progress=False).fit()
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["step"] == 4
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
+    # ... and the run resumes from it (here with a loss that behaves).
+    resumed = Trainer(small_mlp(), config, regression_data(64), mse_loss, out_dir=tmp_path, resume=True,
+                      progress=False)
+    assert resumed.step == 4 and resumed.fit()[-1]["step"] == 10
+
+
+def test_an_update_that_makes_weights_non_finite_is_refused():
+    model = small_mlp()
+    config = dataclasses.replace(CPU_CONFIG, max_steps=3, checkpoint_every=0, grad_clip=None)
+    exploding = torch.optim.SGD(model.parameters(), lr=1e39)       # finite gradients, infinite weights
+    with pytest.raises(FloatingPointError, match=r"^step 1: the training update made some weights NaN"):
+        Trainer(model, config, regression_data(64), mse_loss, optimizers=exploding, lr_schedule="constant",
+                progress=False).fit()
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("batch_size", -1, "an integer >= 1"), ("batch_size", 0, "an integer >= 1"), ("batch_size", 2.5, "an integer"),
+    ("grad_clip", -1.0, "None .* or a finite number > 0"), ("grad_clip", 0, "None .* > 0"),
+    ("learning_rate", 0.0, "a finite number > 0"), ("learning_rate", float("nan"), "a finite"), ("weight_decay", -0.1, "a finite number >= 0"),
+    ("max_steps", -5, "an integer >= 0"), ("warmup_steps", -1, "an integer >= 0"), ("log_every", 0, "an integer >= 1"),
+    ("checkpoint_every", -1, "an integer >= 0"), ("grad_accum_steps", 0, "an integer >= 1"), ("seed", -3, "an integer >= 0"),
+    ("bf16", "yes", "True or False"), ("device", "", "\"auto\""),
+])
+def test_every_train_config_field_is_checked_when_made(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field} = .*must be {allowed}"):
+        dataclasses.replace(CPU_CONFIG, **{field: value})
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}"):
+        Config.from_dict({"train": {field: value}})
+
+
+def test_an_out_dir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_path):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=a_file, progress=False)
+    with pytest.raises(PermissionError, match="cannot write checkpoints"):
+        Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=a_file / "below", progress=False)
+    Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=tmp_path / "new" / "run", progress=False)
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
