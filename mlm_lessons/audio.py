@@ -31,11 +31,22 @@ class AudioError(ValueError):
     """Audio that cannot be used as given (wrong rate, shape, empty, NaN, ...)."""
 
 
+#: Integer PCM as audio libraries return it (soundfile, scipy.io.wavfile): full scale, and the value of silence.
+_PCM_SCALES = {torch.uint8: (128.0, 128.0), torch.int16: (32768.0, 0.0), torch.int32: (2.0 ** 31, 0.0)}
+
+
 def as_tensor(wave) -> torch.Tensor:
-    """Return ``wave`` (numpy array, list or tensor) as a float32 tensor, unchanged in shape."""
-    if isinstance(wave, torch.Tensor):
-        return wave.float() if wave.dtype != torch.float32 else wave
-    return torch.as_tensor(np.asarray(wave), dtype=torch.float32)
+    """Return ``wave`` (numpy array, list or tensor) as a float32 tensor, unchanged in shape.
+
+    Integer PCM samples (uint8, int16, int32, as read by soundfile or scipy.io.wavfile) are scaled to
+    [-1, 1), as libsndfile does, so that a 16-bit file's samples and the same file read as floats give the
+    same audio. (Python ints and int64 are taken as values, not PCM.)
+    """
+    wave = wave if isinstance(wave, torch.Tensor) else torch.as_tensor(np.asarray(wave))
+    if wave.dtype in _PCM_SCALES:
+        full_scale, silence = _PCM_SCALES[wave.dtype]
+        return (wave.float() - silence) / full_scale
+    return wave.float() if wave.dtype != torch.float32 else wave
 
 
 def check_audio(wave, sample_rate: int | None = None, expected_sample_rate: int | None = None,
@@ -108,7 +119,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None,
     return wave, int(file_rate)
 
 
-def save_audio(path: str | os.PathLike, wave, sample_rate: int, subtype: str = "PCM_16") -> Path:
+def save_audio(path: str | os.PathLike, wave, sample_rate: int, subtype: str | None = None) -> Path:
     """Write a waveform atomically: to a temporary file beside ``path``, then renamed.
 
     An interrupted write therefore never leaves a truncated file under ``path``.
@@ -117,21 +128,22 @@ def save_audio(path: str | os.PathLike, wave, sample_rate: int, subtype: str = "
         wave: ``(time,)`` or ``(channels, time)`` samples in [-1, 1]; louder samples
             are clipped by the integer encoding, so normalise first.
         sample_rate: in Hz.
-        subtype: libsndfile encoding; 16-bit PCM keeps files small.
+        subtype: libsndfile encoding; default: 16-bit PCM for .wav and .flac (small files), Vorbis for .ogg.
     """
     path = Path(path)
     wave = check_audio(wave, sample_rate, name="audio to save")
     data = wave.detach().cpu().numpy()
     data = data.T if data.ndim == 2 else data  # soundfile wants (time, channels)
-    file_format = _format_for(path)
+    file_format, default_subtype = _format_for(path)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=file_format)
+        sf.write(str(tmp), data, sample_rate, subtype=subtype or default_subtype, format=file_format)
     return path
 
 
-def _format_for(path: Path) -> str:
+def _format_for(path: Path) -> tuple[str, str]:
+    """libsndfile's format and default encoding for a file name."""
     suffix = path.suffix.lower().lstrip(".")
-    formats = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+    formats = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
     if suffix not in formats:
         raise AudioError(f"cannot tell the format of {path.name!r}; use a .wav, .flac or .ogg name")
     return formats[suffix]
@@ -210,8 +222,15 @@ def log_mel(wave, sample_rate: int, n_fft: int = 1024, hop_length: int = 256, n_
         ``frames = time // hop_length + 1``.
     """
     wave = as_tensor(wave)
+    if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise AudioError(f"log_mel needs the sample rate as a positive integer in Hz, got {sample_rate!r}")
     if wave.dim() not in (1, 2) or wave.shape[-1] == 0:
         raise AudioError(f"log_mel expects (time,) or (batch, time) audio, got shape {tuple(wave.shape)}")
+    if wave.shape[-1] <= n_fft // 2:
+        hint = (f"; shape {tuple(wave.shape)} looks like (time, channels): transpose it, or mix it to mono with "
+                "mlm_lessons.audio.to_mono(wave.T)" if wave.dim() == 2 and wave.shape[0] > wave.shape[1] else "")
+        raise AudioError(f"log_mel needs more than n_fft // 2 = {n_fft // 2} samples per clip, got "
+                         f"{wave.shape[-1]}{hint}")
     if not torch.isfinite(wave).all():
         raise AudioError("log_mel got NaN or infinite samples; fix the step that produced them")
     transform = _mel_transform(sample_rate, n_fft, hop_length, n_mels, f_min, f_max).to(wave.device)

@@ -136,3 +136,34 @@ def test_scaled_log_mel_puts_silence_at_zero_and_full_scale_at_order_one():
     assert 1 < loudest < 2   # inputs of order one
     with torch.autocast("cpu", dtype=torch.bfloat16):   # computed in float32 whatever the autocast
         assert audio.scaled_log_mel(tone, 16_000, 1024, 256, 64).dtype == torch.float32
+
+
+def test_integer_pcm_is_scaled_like_libsndfile_reads_it(tmp_path):
+    pcm = np.array([0, 16384, -32768, 32767], dtype=np.int16)
+    torch.testing.assert_close(audio.as_tensor(pcm), torch.tensor([0.0, 0.5, -1.0, 32767 / 32768]))
+    torch.testing.assert_close(audio.as_tensor(np.array([128, 255, 0], dtype=np.uint8)),
+                               torch.tensor([0.0, 127 / 128, -1.0]))
+    assert audio.as_tensor([0, 1, 2]).tolist() == [0.0, 1.0, 2.0]          # plain ints are values, not PCM
+    tone = (0.5 * np.sin(np.linspace(0, 200, 4000)) * 32767).astype(np.int16)
+    audio.save_audio(tmp_path / "pcm.wav", tone, 16_000)
+    loaded, _ = audio.load_audio(tmp_path / "pcm.wav")
+    assert loaded.abs().max() == pytest.approx(0.5, abs=1e-3)               # not a full-scale square wave
+    torch.testing.assert_close(audio.log_mel(tone, 16_000), audio.log_mel(tone / 32768.0, 16_000))
+
+
+def test_log_mel_bad_input_is_one_clear_line():
+    wave = torch.zeros(16_000)
+    for rate in (0, None, -8, 16.5):
+        with pytest.raises(audio.AudioError, match="sample rate as a positive integer"):
+            audio.log_mel(wave, rate)
+    with pytest.raises(audio.AudioError, match=r"more than n_fft // 2 = 512 samples per clip, got 300"):
+        audio.log_mel(torch.zeros(300), 16_000)
+    with pytest.raises(audio.AudioError, match=r"looks like \(time, channels\).*to_mono"):
+        audio.log_mel(torch.zeros(16_000, 2), 16_000)
+
+
+def test_ogg_files_are_written_with_vorbis(tmp_path):
+    tone = 0.3 * torch.sin(torch.linspace(0, 2000, 16_000))
+    audio.save_audio(tmp_path / "tone.ogg", tone, 16_000)
+    loaded, rate = audio.load_audio(tmp_path / "tone.ogg")
+    assert rate == 16_000 and abs(loaded.shape[0] - 16_000) < 100 and loaded.abs().max() == pytest.approx(0.3, abs=0.05)
