@@ -143,10 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(err: OSError) -> str:
+    """One line for a file-system error: what went wrong, with which path, and what to do."""
+    if err.filename is None:            # raised by this package, with its own message
+        return str(err)
+    path = err.filename
+    if isinstance(err, FileNotFoundError):
+        return f"{err.strerror or err}: {path}; check the path"
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return f"{path} is a file where a folder is needed; choose a folder (or a new name) instead"
+    if isinstance(err, IsADirectoryError):
+        return f"{path} is a folder where a file is needed; name a file instead"
+    if isinstance(err, PermissionError):
+        return f"no permission to write {path}; choose a place you can write to"
+    return f"{err.strerror or err}: {path}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except ValueError as err:           # bad input or settings, including corrupt JSON (a ValueError)
         print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:              # a path that is missing, of the wrong kind or not writable
+        print(f"error: {_os_error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -107,3 +107,18 @@ def test_train_num_clips_renders_its_own_set_and_refuses_data_too(tmp_path, caps
         cli.main(["train", "--stage", "mulan", "--num-clips", "30", "--data", str(tmp_path), "--out",
                   str(tmp_path / "run")])
     assert "pass one of them, not both" in capsys.readouterr().err
+
+
+def test_path_errors_are_one_line_naming_the_path(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    commands = {("data", "--out", str(a_file), "--num-clips", "1", "--quiet"): f"{a_file} is a file where a folder",
+                ("demo", "--out", str(a_file), "--num-clips", "1"): f"{a_file} is a file where a folder",
+                ("assignments", "build", "--out", str(a_file)): f"{a_file} is a file where a folder",
+                ("notebooks", str(tmp_path)): f"{tmp_path} is a folder where a file is needed"}
+    for command, expected in commands.items():
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(list(command))
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.startswith("error: ") and expected in error, command
+        assert error.count("\n") == 1 and "Traceback" not in error, command
