@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -36,6 +37,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_directory(path.parent)  # make the rename itself durable
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``folder`` (for files called ``name``, or
+    all) when its process was killed outright (SIGKILL, power loss: no ``finally`` runs). A temporary whose
+    process is still running is someone's write in progress and is left alone. Returns what was deleted."""
+    removed = []
+    for candidate in Path(folder).glob(f".{name}.*.tmp"):
+        pid = candidate.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _process_is_running(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)                  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:              # it exists, under another user
+        return True
+    except OSError:                      # e.g. Windows, where signal 0 is not a probe: assume it runs
+        return True
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mlm_lessons import audio, captions, synth
-from mlm_lessons.atomic import atomic_path
+from mlm_lessons.atomic import atomic_path, remove_stale_temporaries
 from mlm_lessons.config import get_preset
 
 #: Columns of MusicCaps' ``musiccaps-public.csv``, in order.
@@ -189,6 +189,7 @@ def write_synthcaps(out_dir: str | os.PathLike, preset: str = "tiny", num_clips:
                            settings["test_fraction"], seed=settings["seed"],
                            strata=[clip.attributes.lead for clip in clips])
     n_samples = int(round(settings["clip_seconds"] * settings["sample_rate"]))
+    remove_stale_temporaries(out_dir / "audio")        # left by a run that was killed mid-write
     for clip in tqdm(clips, desc=f"SynthCaps -> {out_dir}", unit="clip", disable=not progress):
         wav_path = out_dir / _wav_name(clip)
         if _is_complete_wav(wav_path, n_samples, settings["sample_rate"]):

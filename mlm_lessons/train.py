@@ -122,7 +122,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
-from mlm_lessons.atomic import atomic_path
+from mlm_lessons.atomic import atomic_path, remove_stale_temporaries
 from mlm_lessons.config import Config, TrainConfig
 
 # loss_fn(model, batch) or loss_fn(model, batch, step=...) -> loss or (loss, {"metric": value})
@@ -463,6 +463,7 @@ def _check_writable_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
+        remove_stale_temporaries(folder)         # left by a run that was killed while saving
     except OSError as error:
         raise PermissionError(f"cannot write checkpoints to out_dir {folder} ({error.strerror}); choose a folder "
                               "you can write to") from None

@@ -107,8 +107,10 @@ def test_a_truncated_wav_is_rendered_again(synthcaps, tmp_path):
     datasets.write_synthcaps(root, **SMALL)
     damaged = root / "audio" / "synth-000002.wav"
     damaged.write_bytes(damaged.read_bytes()[:1000])
+    stale = root / "audio" / ".synth-000005.wav.99999999.tmp"   # a write whose process was killed
+    stale.write_bytes(b"half a wav")
     datasets.write_synthcaps(root, **SMALL)
-    assert folder_bytes(root) == folder_bytes(synthcaps)
+    assert folder_bytes(root) == folder_bytes(synthcaps) and not stale.exists()
 
 
 def test_a_folder_made_with_other_settings_is_refused(synthcaps):

@@ -639,3 +639,10 @@ def test_an_out_dir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_
         Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=a_file / "below", progress=False)
     Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=tmp_path / "new" / "run", progress=False)
     assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+
+
+def test_a_run_killed_while_saving_leaves_nothing_behind_on_the_next_run(tmp_path):
+    stale = tmp_path / ".last.pt.99999999.tmp"                 # no process has that id
+    stale.write_bytes(b"half a checkpoint")
+    Trainer(small_mlp(), CPU_CONFIG, regression_data(64), mse_loss, out_dir=tmp_path, progress=False)
+    assert not stale.exists()
