@@ -583,12 +583,21 @@ def _build_command(args: argparse.Namespace) -> None:
 
 def _grade_command(args: argparse.Namespace) -> None:
     options = {"cell_timeout": args.timeout, "total_timeout": args.total_timeout}
+    if args.json and args.json != "-":   # before grading anything: a class's grading takes a while
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            raise ValueError(f"--json {json_path} is a folder; name the file to write, e.g. {json_path / 'grades.json'}")
+        if not json_path.parent.is_dir():
+            raise ValueError(f"--json {json_path}: there is no folder {json_path.parent} to write it in")
     reports = []
     for target in map(Path, args.submissions):
         if target.is_dir():
             reports += grade_folder(target, args.source, **options)
         else:
             reports.append(grade_submission(target, args.source, **options))
+    if not reports:
+        raise ValueError(f"no notebooks (*.ipynb) found in {', '.join(args.submissions)}; point grade at the "
+                         "submitted notebooks or the folder that holds them")
     # With "--json -" the JSON alone goes to stdout, so it can be piped; the tables go to stderr.
     table_stream = sys.stderr if args.json == "-" else sys.stdout
     print("\n\n".join(format_report(report) for report in reports), file=table_stream)

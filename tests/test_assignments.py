@@ -349,3 +349,16 @@ def _notebook_without_tests(folder: Path) -> Path:
     path = folder / "prose.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("no exercises")]), path)
     return path
+
+
+def test_grade_says_when_there_is_nothing_to_grade_or_nowhere_to_write(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no notebooks .* found in .*empty"):
+        run_command("grade", str(empty))
+    # A bad --json is found before any grading starts, not after the whole class has run.
+    submission = tmp_path / "never-run.ipynb"
+    with pytest.raises(ValueError, match="--json .* is a folder; name the file"):
+        run_command("grade", str(submission), "--json", str(tmp_path))
+    with pytest.raises(ValueError, match="there is no folder"):
+        run_command("grade", str(submission), "--json", str(tmp_path / "missing" / "grades.json"))
