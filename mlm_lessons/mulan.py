@@ -493,19 +493,23 @@ def paraphrases(attributes, count: int, seed: int) -> list[str]:
 
 
 def tag_texts(attributes, count: int, seed: int) -> list[str]:
-    """``count`` short texts of one clip in the style of tags: 1 to 4 of its MusicCaps aspects (never the
-    uninformative "instrumental" and "no voice"), shuffled and joined by commas, e.g. "calming, violin".
+    """``count`` short texts of one clip in the style of tags: its lead instrument and 0 to 3 of its other
+    MusicCaps aspects (never the uninformative "instrumental" and "no voice"), shuffled and joined by commas,
+    e.g. "calming, violin".
 
     MuLan learned from short, noisy texts (video titles, tags, playlist names) as well as sentences. Trained
     on captions alone, a tower rates a prompt of one fact ("a flute melody") poorly: it has only seen texts
-    that state ten. Tag texts teach it what each fact means on its own.
+    that state ten. The lead instrument is in every tag text because it is what a short description names
+    first, and because a contrastive loss learns easy facts (drums or none, tempo) long before timbre:
+    texts that all name the instrument make telling instruments apart pay from the first step.
     """
-    tags = [tag for tag in caption_writer.aspects(attributes) if tag not in ("instrumental", "no voice")]
+    lead, *others = [tag for tag in caption_writer.aspects(attributes) if tag not in ("instrumental", "no voice")]
     texts = []
     for index in range(count):
         rng = np.random.default_rng([seed, 1, index])
-        chosen = rng.choice(len(tags), size=int(rng.integers(1, min(4, len(tags)) + 1)), replace=False)
-        texts.append(", ".join(tags[position] for position in chosen))
+        chosen = [lead] + [others[position] for position in
+                           rng.choice(len(others), size=int(rng.integers(0, min(3, len(others)) + 1)), replace=False)]
+        texts.append(", ".join(chosen[position] for position in rng.permutation(len(chosen))))
     return texts
 
 

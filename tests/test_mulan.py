@@ -159,9 +159,11 @@ def test_tag_texts_are_short_true_and_reproducible():
     texts = mulan.tag_texts(attributes, 20, seed=5)
     assert texts == mulan.tag_texts(attributes, 20, seed=5) and len(set(texts)) > 5
     allowed = set(captions.aspects(attributes)) - {"instrumental", "no voice"}
+    lead = captions.LEAD_NAMES[attributes.lead][0]
     for text in texts:
         tags = text.split(", ")
-        assert 1 <= len(tags) <= 4 and len(set(tags)) == len(tags) and set(tags) <= allowed
+        assert 1 <= len(tags) <= 4 and len(set(tags)) == len(tags) and set(tags) <= allowed and lead in tags
+    assert any(len(text.split(", ")) == 1 for text in texts) and any(not text.startswith(lead) for text in texts)
 
 
 def test_the_frequency_axis_reaches_the_projection(tokenizer):
