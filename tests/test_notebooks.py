@@ -66,3 +66,20 @@ def test_exercises_use_the_nbgrader_format(path):
             assert meta["locked"] and "assert" in cell.source
     assert grade_ids, f"{path.name} has no exercises"
     assert len(grade_ids) == len(set(grade_ids)), f"duplicate grade_id in {path.name}"
+
+
+@pytest.mark.parametrize("source", LESSON_SOURCES, ids=lambda p: p.stem)
+def test_widget_labels_have_room(source):
+    """ipywidgets cuts a description longer than its default 8em width ("flute → gu…"): a widget with a
+    description must size it with style={"description_width": "initial"}."""
+    import ast
+
+    code = "\n".join(line for line in source.read_text().splitlines() if not line.startswith("%"))
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.endswith("Slider"):
+            keywords = {keyword.arg: keyword.value for keyword in node.keywords}
+            if "description" in keywords:
+                style = keywords.get("style")
+                assert style is not None and "description_width" in ast.unparse(style), (
+                    f"{source.name}, line {node.lineno}: give the slider's description room with "
+                    "style={'description_width': 'initial'}")

@@ -372,8 +372,9 @@ def show_walk(position=0.5):
     plt.show()
     display(viz.play(notes.to_audio(patch), SAMPLE_RATE))
 
-display(widgets.interactive(show_walk, position=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1,
-                                                                     description="flute → guitar")))
+display(widgets.interactive(show_walk, position=widgets.FloatSlider(
+    value=0.5, min=0.0, max=1.0, step=0.1, description="flute → guitar",
+    style={"description_width": "initial"}, layout=widgets.Layout(width="420px"))))   # room for the whole label
 
 # %% [markdown]
 # ## 7. The β trade-off
