@@ -385,13 +385,13 @@ def _code_ids(ax, center):
     _text_block(ax, (x, y - 0.5), "", "target code ids", _INK)
 
 
-def mulan_diagram(ax=None, audio_channels: tuple[int, ...] = (16, 32, 64, 64), text_layers: int = 2,
+def mulan_diagram(ax=None, audio_channels: tuple[int, ...] = (32, 64, 128, 128), text_layers: int = 2,
                   embed_dim: int = 64, token_levels: int = 4, codebook_size: int = 256):
     """MuLan (Huang et al., 2022) as :mod:`mlm_lessons.mulan` builds it: two towers, one embedding space.
 
     Along the top row, the audio tower: audio -> log-mel -> ResNet (one stage per entry of
-    ``audio_channels``, each halving time and frequency) -> mean over time and frequency -> linear
-    projection to ``embed_dim`` and unit length -> audio embeddings ``A``. Along the bottom row, the text
+    ``audio_channels``, each halving time and frequency) -> mean over time, the frequency bands kept side
+    by side -> linear projection to ``embed_dim`` and unit length -> audio embeddings ``A``. Along the bottom row, the text
     tower: caption -> WordPiece subwords -> Transformer encoder (``text_layers`` layers) -> mean over the
     real tokens -> linear -> unit length -> text embeddings ``T``. On the right, the similarity matrix
     ``S = A T^T / tau`` of a batch of four (clip, caption) pairs, its diagonal (the matching pairs)
@@ -426,9 +426,9 @@ def mulan_diagram(ax=None, audio_channels: tuple[int, ...] = (16, 32, 64, 64), t
            f"{stages} stage{'s' * (stages > 1)}, channels\n{', '.join(map(str, audio_channels))}\n"
            "each halves time and frequency", [0.5 * 0.78 ** stage for stage in range(stages)], square=True)
     _arrow(ax, (5.3, top), (5.6, top))
-    _box(ax, (6.3, top), (1.4, 0.95), "mean over time\nand frequency", "one vector per clip", colors=mulan)
+    _box(ax, (6.3, top), (1.4, 0.95), "mean over time", "frequency bands\nkept side by side", colors=mulan)
     _arrow(ax, (7.0, top), (7.3, top))
-    _box(ax, (8.0, top), (1.4, 0.95), "linear →\nunit length", f"{audio_channels[-1]} → {embed_dim} dims",
+    _box(ax, (8.0, top), (1.4, 0.95), "linear →\nunit length", f"channels × bands\nto {embed_dim} dims",
          colors=mulan)
     _arrow(ax, (8.7, top), (8.95, top))
     _embeddings(ax, (9.35, top), f"$A$  audio embeddings\n(batch × {embed_dim})", above=True)

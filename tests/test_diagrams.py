@@ -122,8 +122,8 @@ def test_mulan_diagram_shows_both_towers_the_similarity_matrix_and_the_tokens():
     ax = diagrams.mulan_diagram()
     labels = "\n".join(texts(ax))
     for label in ("audio", "(batch, samples)", "log-mel", "(n_mels × frames)", "ResNet audio tower",
-                  "4 stages, channels\n16, 32, 64, 64", "mean over time\nand frequency", "linear →\nunit length",
-                  "64 → 64 dims", "$A$  audio embeddings\n(batch × 64)",
+                  "4 stages, channels\n32, 64, 128, 128", "mean over time", "frequency bands\nkept side by side",
+                  "linear →\nunit length", "channels × bands\nto 64 dims", "$A$  audio embeddings\n(batch × 64)",
                   "caption", "WordPiece\nsubwords", "##chord", "Transformer encoder", "text tower, 2 layers",
                   "mean over\nreal tokens", "to 64 dims", "$T$  text embeddings\n(batch × 64)",
                   "$S = A\\,T^{\\top} / \\tau$", "τ: learned temperature", "symmetric InfoNCE",
@@ -149,11 +149,11 @@ def test_mulan_diagram_highlights_the_diagonal_of_the_similarity_matrix():
 def test_mulan_diagram_takes_its_numbers_from_the_arguments():
     ax = diagrams.mulan_diagram(**PAPER_MULAN)
     labels = "\n".join(texts(ax))
-    for label in ("4 stages, channels\n32, 64, 128, 256", "256 → 128 dims", "text tower, 4 layers",
+    for label in ("4 stages, channels\n32, 64, 128, 256", "channels × bands\nto 128 dims", "text tower, 4 layers",
                   "(batch × 128)", "to 128 dims", "12 levels × 1024 codes"):
         assert label in labels
     labels = "\n".join(texts(diagrams.mulan_diagram(audio_channels=[8], text_layers=1)))
-    for label in ("1 stage, channels\n8\n", "8 → 64 dims", "text tower, 1 layer\n"):
+    for label in ("1 stage, channels\n8\n", "channels × bands\nto 64 dims", "text tower, 1 layer\n"):
         assert label in labels
 
 
