@@ -20,6 +20,8 @@ from pathlib import Path
 
 import nbformat
 
+from mlm_lessons.atomic import atomic_path
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,7 +72,8 @@ def build(source: Path) -> Path:
         "language_info": {"name": "python"},
     })
     target = ROOT / "notebooks" / f"{source.stem}.ipynb"
-    nbformat.write(notebook, target)
+    with atomic_path(target) as temporary:   # an interrupted build never leaves half a lesson
+        nbformat.write(notebook, str(temporary))
     return target
 
 
