@@ -1,0 +1,221 @@
+"""MusicLM's token layouts: how the stages of lesson 08 see MuLan, semantic and acoustic tokens.
+
+MusicLM (Agostinelli et al., 2023) chains three decoder-only Transformers (lesson 02's ``TransformerLM``),
+each predicting one kind of token from the kinds before it:
+
+* **semantic**: ``p(S_t | S_<t, M)``: w2v-BERT k-means tokens (lesson 06), given the MuLan tokens ``M``
+  (lesson 07);
+* **coarse**: ``p(A_t | A_<t, S, M)``: the first RVQ levels of SoundStream's codes (lesson 05);
+* **fine**: the remaining RVQ levels, given the coarse ones.
+
+This file is read top to bottom like its lesson. It begins with the one thing every stage shares: how
+tokens of several kinds become one sequence of integer ids.
+
+1. **A kind of token** (:class:`TokenKind`) is ``levels`` codes per frame, each in ``[0, codebook_size)``:
+   MuLan tokens are one frame of ``mulan_rvq_levels`` codes per clip; semantic tokens one code per frame
+   at 25 Hz; acoustic tokens ``levels`` RVQ codes per frame at 50 Hz.
+2. **Flattening.** A stage reads a sequence, so the ``(frames, levels)`` grid is read frame by frame,
+   all levels of frame 0, then all of frame 1 (as AudioLM and MusicLM do): a model predicting level
+   ``l`` of frame ``t`` has seen every coarser level of that frame.
+3. **One id space per sequence** (:class:`TokenLayout`). Code ``c`` of level ``l`` of a kind becomes the id
+   ``offset(kind, l) + c``: every (kind, level) owns its own block of ids, so the same code at two levels
+   is two different tokens with two different embeddings. Special tokens come first: ``PAD_ID = 0``
+   (filling, never predicted) and, in a target layout, ``BOS_ID = 1`` (the start of what a stage
+   generates).
+4. **Valid ids per position.** At a position where level ``l`` is due, only the ids of that level's block
+   are valid. :meth:`TokenLayout.valid_ids` gives the mask, so generation samples only tokens that mean
+   something where they are put, and :meth:`TokenLayout.unflatten` refuses a sequence that breaks the
+   pattern.
+5. **A stage** (:class:`StageLayout`) is a prefix layout (the kinds it is conditioned on, fed through
+   ``TransformerLM``'s prefix hook) and a target layout (the kind it predicts). :func:`stage_layouts` builds
+   the three from a :class:`~mlm_lessons.config.Config`.
+
+Shapes: codes ``(batch, frames, levels)`` int64; flat ids ``(batch, frames * levels)`` int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mlm_lessons.config import Config
+
+PAD_ID = 0   # padding in every layout: never predicted, never a code
+BOS_ID = 1   # start of a target sequence (target layouts only)
+
+STAGES = ("semantic", "coarse", "fine")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Kinds of tokens
+
+
+@dataclass(frozen=True)
+class TokenKind:
+    """``levels`` codes per frame, each in ``[0, codebook_size)``; ``frame_rate`` frames per second (``None``
+    for one frame per clip, as MuLan tokens)."""
+
+    name: str
+    levels: int
+    codebook_size: int
+    frame_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels < 1 or self.codebook_size < 1:
+            raise ValueError(f"token kind {self.name!r} needs levels >= 1 and codebook_size >= 1, got "
+                             f"{self.levels} and {self.codebook_size}")
+
+
+def token_kinds(config: Config) -> dict[str, TokenKind]:
+    """The four kinds of token of a configuration: ``mulan``, ``semantic``, ``coarse`` and ``fine``."""
+    tokens = config.tokens
+    if not 1 <= tokens.coarse_levels < tokens.rvq_levels:
+        raise ValueError(f"tokens.coarse_levels must leave at least one fine level: 1 <= coarse_levels < "
+                         f"rvq_levels, got {tokens.coarse_levels} of {tokens.rvq_levels}")
+    return {"mulan": TokenKind("mulan", tokens.mulan_rvq_levels, tokens.mulan_codebook_size),
+            "semantic": TokenKind("semantic", 1, tokens.semantic_clusters, tokens.semantic_frame_rate),
+            "coarse": TokenKind("coarse", tokens.coarse_levels, tokens.codebook_size, tokens.soundstream_frame_rate),
+            "fine": TokenKind("fine", tokens.rvq_levels - tokens.coarse_levels, tokens.codebook_size,
+                              tokens.soundstream_frame_rate)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2-4. One id space, flattening, valid ids
+
+
+class TokenLayout:
+    """The id space of one sequence made of ``kinds``: special tokens first, then for each kind, for each of
+    its levels, a block of ``codebook_size`` ids.
+
+    Args:
+        kinds: the kinds that appear in the sequence, in order.
+        specials: how many special ids come first (1: ``PAD``; 2: ``PAD`` and ``BOS``).
+    """
+
+    def __init__(self, kinds: Sequence[TokenKind], specials: int = 1):
+        names = [kind.name for kind in kinds]
+        if not kinds or len(set(names)) != len(names):
+            raise ValueError(f"a layout needs at least one kind and distinct names, got {names}")
+        if specials not in (1, 2):
+            raise ValueError(f"specials must be 1 (PAD) or 2 (PAD, BOS), got {specials}")
+        self.kinds = {kind.name: kind for kind in kinds}
+        self.specials = specials
+        self._offsets: dict[str, int] = {}
+        next_id = specials
+        for kind in kinds:
+            self._offsets[kind.name] = next_id
+            next_id += kind.levels * kind.codebook_size
+        self.vocab_size = next_id
+
+    def __repr__(self) -> str:
+        blocks = ", ".join(f"{name}: {kind.levels} x {kind.codebook_size} from id {self._offsets[name]}"
+                           for name, kind in self.kinds.items())
+        return f"TokenLayout({blocks}; {self.vocab_size} ids)"
+
+    def _kind(self, name: str) -> TokenKind:
+        if name not in self.kinds:
+            raise KeyError(f"this layout has no {name!r} tokens; it has {list(self.kinds)}")
+        return self.kinds[name]
+
+    def offset(self, name: str, level: int) -> int:
+        """The id of code 0 of ``level`` of kind ``name``."""
+        kind = self._kind(name)
+        if not 0 <= level < kind.levels:
+            raise ValueError(f"{name} tokens have levels 0..{kind.levels - 1}, not {level}")
+        return self._offsets[name] + level * kind.codebook_size
+
+    def flatten(self, name: str, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``(batch, frames, levels)`` (or ``(batch, frames)`` for one level) -> ids ``(batch, frames *
+        levels)``, frame by frame, each code moved into its level's block."""
+        kind = self._kind(name)
+        if codes.dim() == 2 and kind.levels == 1:
+            codes = codes.unsqueeze(-1)
+        if codes.dim() != 3 or codes.shape[-1] != kind.levels:
+            raise ValueError(f"{name} codes must be (batch, frames, {kind.levels}), got {tuple(codes.shape)}")
+        if codes.dtype != torch.long:
+            raise ValueError(f"{name} codes must be int64, got {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= kind.codebook_size):
+            raise ValueError(f"{name} codes must lie in [0, {kind.codebook_size}), got values from "
+                             f"{int(codes.min())} to {int(codes.max())}: tokens from another codec or tokenizer?")
+        offsets = self._offsets[name] + kind.codebook_size * torch.arange(kind.levels, device=codes.device)
+        return (codes + offsets).flatten(1)
+
+    def unflatten(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Ids ``(batch, frames * levels)`` -> codes ``(batch, frames, levels)``; the inverse of :meth:`flatten`.
+
+        Raises:
+            ValueError: if the length is not a whole number of frames, or an id is not one of the block of
+                the level due at its position (the error names the first such position).
+        """
+        kind = self._kind(name)
+        if ids.dim() != 2 or ids.shape[1] % kind.levels:
+            raise ValueError(f"{name} ids must be (batch, frames * {kind.levels}), got {tuple(ids.shape)}")
+        valid = self.valid_ids(name, ids.shape[1], device=ids.device)                 # (length, vocab)
+        in_range = (ids >= 0) & (ids < self.vocab_size)
+        ok = in_range & valid.gather(1, ids.clamp(0, self.vocab_size - 1).T).T
+        if not bool(ok.all()):
+            row, position = (int(index) for index in (~ok).nonzero()[0])
+            level = position % kind.levels
+            low = self.offset(name, level)
+            raise ValueError(f"id {int(ids[row, position])} at position {position} (row {row}) is not a {name} "
+                             f"level-{level} token (ids {low}..{low + kind.codebook_size - 1})")
+        codes = ids.view(ids.shape[0], -1, kind.levels)
+        return codes - (self._offsets[name] + kind.codebook_size * torch.arange(kind.levels, device=ids.device))
+
+    def valid_ids(self, name: str, length: int, start: int = 0,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+        """``(length, vocab_size)`` bool: row ``p`` marks the ids allowed at position ``start + p`` of a flat
+        ``name`` sequence (the block of level ``(start + p) % levels``)."""
+        kind = self._kind(name)
+        levels = (torch.arange(length, device=device) + start) % kind.levels                  # (length,)
+        low = self._offsets[name] + levels * kind.codebook_size
+        ids = torch.arange(self.vocab_size, device=device)
+        return (ids >= low[:, None]) & (ids < low[:, None] + kind.codebook_size)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. The three stages
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """What a stage reads and writes: ``prefix`` (its conditioning, through ``TransformerLM``'s prefix hook;
+    ids from ``prefix.vocab_size``) and ``target`` (``BOS`` then the flat tokens of ``target_kind``)."""
+
+    name: str
+    prefix: TokenLayout
+    target: TokenLayout
+    prefix_kinds: tuple[str, ...]
+    target_kind: str
+
+    def prefix_ids(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The conditioning ``{kind: codes}`` -> prefix ids ``(batch, prefix_len)``, kinds in layout order."""
+        missing = [name for name in self.prefix_kinds if name not in codes]
+        if missing:
+            raise ValueError(f"the {self.name} stage is conditioned on {list(self.prefix_kinds)}; missing {missing}")
+        return torch.cat([self.prefix.flatten(name, codes[name]) for name in self.prefix_kinds], dim=1)
+
+    def target_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes of the target kind -> ``(batch, 1 + frames * levels)``: ``BOS`` then the flat ids."""
+        flat = self.target.flatten(self.target_kind, codes)
+        bos = torch.full((flat.shape[0], 1), BOS_ID, dtype=torch.long, device=flat.device)
+        return torch.cat([bos, flat], dim=1)
+
+    def target_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`target_ids`: ``(batch, 1 + n)`` ids starting with ``BOS`` -> codes."""
+        if ids.dim() != 2 or ids.shape[1] < 1 or not bool((ids[:, 0] == BOS_ID).all()):
+            raise ValueError(f"a {self.name} target sequence starts with BOS ({BOS_ID}), got shape "
+                             f"{tuple(ids.shape)}")
+        return self.target.unflatten(self.target_kind, ids[:, 1:])
+
+
+def stage_layouts(config: Config) -> dict[str, StageLayout]:
+    """The layouts of MusicLM's three stages for ``config`` (module docstring): semantic given MuLan; coarse
+    given MuLan and semantic; fine given coarse."""
+    kinds = token_kinds(config)
+    conditions = {"semantic": ("mulan",), "coarse": ("mulan", "semantic"), "fine": ("coarse",)}
+    return {stage: StageLayout(stage, TokenLayout([kinds[name] for name in prefix]),
+                               TokenLayout([kinds[stage]], specials=2), prefix, stage)
+            for stage, prefix in conditions.items()}

@@ -1,0 +1,81 @@
+"""MusicLM's token layouts: the flat id space of each stage, its round trip, and the valid ids per position."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mlm_lessons import config, musiclm
+from mlm_lessons.musiclm import BOS_ID, PAD_ID, TokenKind, TokenLayout
+
+TINY = config.get_preset("tiny")
+COARSE = TokenKind("coarse", 2, 5)
+SEMANTIC = TokenKind("semantic", 1, 3)
+
+
+def test_ids_are_laid_out_specials_then_kind_by_kind_level_by_level():
+    layout = TokenLayout([SEMANTIC, COARSE])
+    assert layout.vocab_size == 1 + 3 + 2 * 5
+    assert [layout.offset("semantic", 0), layout.offset("coarse", 0), layout.offset("coarse", 1)] == [1, 4, 9]
+    codes = torch.tensor([[[0, 0], [4, 1]]])                          # (batch 1, frames 2, levels 2)
+    assert layout.flatten("coarse", codes).tolist() == [[4, 9, 8, 10]]   # frame by frame, level by level
+    with pytest.raises(KeyError, match="no 'fine' tokens"):
+        layout.offset("fine", 0)
+    with pytest.raises(ValueError, match="levels 0..1, not 2"):
+        layout.offset("coarse", 2)
+
+
+@pytest.mark.parametrize("stage", musiclm.STAGES)
+def test_every_stage_round_trips_its_tokens(stage):
+    layout = musiclm.stage_layouts(TINY)[stage]
+    kind = layout.target.kinds[stage]
+    codes = torch.randint(kind.codebook_size, (3, 7, kind.levels), generator=torch.Generator().manual_seed(0))
+    ids = layout.target_ids(codes)
+    assert ids.shape == (3, 1 + 7 * kind.levels) and (ids[:, 0] == BOS_ID).all()
+    assert not (ids[:, 1:] == PAD_ID).any() and not (ids[:, 1:] == BOS_ID).any()
+    assert torch.equal(layout.target_codes(ids), codes)
+
+
+def test_the_stages_read_what_musiclm_conditions_them_on():
+    layouts = musiclm.stage_layouts(TINY)
+    tokens = TINY.tokens
+    assert {name: layout.prefix_kinds for name, layout in layouts.items()} == {
+        "semantic": ("mulan",), "coarse": ("mulan", "semantic"), "fine": ("coarse",)}
+    assert layouts["semantic"].target.vocab_size == 2 + tokens.semantic_clusters
+    assert layouts["coarse"].target.vocab_size == 2 + tokens.coarse_levels * tokens.codebook_size
+    assert layouts["fine"].target.vocab_size == 2 + (tokens.rvq_levels - tokens.coarse_levels) * tokens.codebook_size
+    mulan = torch.zeros(2, 1, tokens.mulan_rvq_levels, dtype=torch.long)
+    semantic = torch.ones(2, 25, dtype=torch.long)
+    prefix = layouts["coarse"].prefix_ids({"mulan": mulan, "semantic": semantic})
+    assert prefix.shape == (2, tokens.mulan_rvq_levels + 25) and int(prefix.max()) < layouts["coarse"].prefix.vocab_size
+    with pytest.raises(ValueError, match=r"conditioned on \['mulan', 'semantic'\]; missing \['semantic'\]"):
+        layouts["coarse"].prefix_ids({"mulan": mulan})
+
+
+def test_valid_ids_allow_exactly_the_block_of_the_level_due():
+    layout = TokenLayout([SEMANTIC, COARSE], specials=2)
+    valid = layout.valid_ids("coarse", 4, start=1)                    # positions 1..4: levels 1, 0, 1, 0
+    assert valid.shape == (4, layout.vocab_size) and (valid.sum(dim=1) == 5).all()
+    assert valid[0].nonzero().flatten().tolist() == list(range(10, 15))
+    assert valid[1].nonzero().flatten().tolist() == list(range(5, 10))
+    assert not valid[:, :5].any()                                     # never PAD, BOS or another kind
+
+
+def test_bad_tokens_are_clear_errors():
+    layout = TokenLayout([COARSE], specials=2)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 5\).*another codec or tokenizer"):
+        layout.flatten("coarse", torch.tensor([[[0, 5]]]))
+    with pytest.raises(ValueError, match=r"must be \(batch, frames, 2\)"):
+        layout.flatten("coarse", torch.zeros(1, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="int64"):
+        layout.flatten("coarse", torch.zeros(1, 3, 2))
+    flat = layout.flatten("coarse", torch.tensor([[[1, 2], [3, 4]]]))
+    swapped = flat[:, [1, 0, 2, 3]]                                   # a level-1 id where level 0 is due
+    with pytest.raises(ValueError, match="id 9 at position 0 .* not a coarse level-0 token"):
+        layout.unflatten("coarse", swapped)
+    with pytest.raises(ValueError, match=r"frames \* 2"):
+        layout.unflatten("coarse", flat[:, :3])
+    with pytest.raises(ValueError, match="starts with BOS"):
+        musiclm.stage_layouts(TINY)["coarse"].target_codes(flat)
+    with pytest.raises(ValueError, match="leave at least one fine level"):
+        musiclm.token_kinds(dataclasses.replace(TINY, tokens=dataclasses.replace(TINY.tokens, coarse_levels=4)))
