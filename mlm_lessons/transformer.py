@@ -393,7 +393,7 @@ class TransformerLM(nn.Module):
                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                  generator: torch.Generator | None = None, prefix: torch.Tensor | None = None,
                  memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-                 stop_token: int | None = None) -> torch.Tensor:
+                 stop_token: int | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Sample a continuation of ``prompt`` one token at a time.
 
         Args:
@@ -405,6 +405,9 @@ class TransformerLM(nn.Module):
             generator: a ``torch.Generator`` for reproducible samples.
             prefix, memory, memory_mask: the conditioning, as in :meth:`forward`.
             stop_token: once a sequence emits it, it repeats it; generation ends early when all have.
+            allowed: ``(max_new_tokens, vocab_size)`` bool, the ids that new token ``i`` may take (a
+                per-step vocabulary mask, e.g. :meth:`mlm_lessons.musiclm.TokenLayout.valid_ids`): the others
+                get probability 0 before sampling, greedy or not.
 
         Returns:
             ``(batch, prompt_len + new)`` int64: the prompt followed by the samples.
@@ -415,6 +418,12 @@ class TransformerLM(nn.Module):
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         _check_sampling(temperature, top_k, top_p)
+        if allowed is not None and (allowed.dtype != torch.bool or allowed.shape != (max_new_tokens,
+                                                                                     self.config.vocab_size)):
+            raise ValueError(f"allowed must be a bool mask of shape (max_new_tokens, vocab_size) = "
+                             f"{(max_new_tokens, self.config.vocab_size)}, got {allowed.dtype} {tuple(allowed.shape)}")
+        if allowed is not None and not bool(allowed.any(dim=1).all()):
+            raise ValueError(f"allowed leaves no valid id for new token {int((~allowed.any(dim=1)).nonzero()[0])}")
         prefix_len = 0 if prefix is None else prefix.shape[1]
         total = prefix_len + prompt.shape[1] + max_new_tokens
         if total > self.config.max_len:
@@ -433,6 +442,8 @@ class TransformerLM(nn.Module):
                         logits = self(tokens[:, -1:], memory=memory, memory_mask=memory_mask, cache=cache)[:, -1]
                     else:           # the whole sequence again, every step
                         logits = self(tokens, prefix=prefix, memory=memory, memory_mask=memory_mask)[:, -1]
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed[step].to(logits.device), float("-inf"))
                 next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
                 if stop_token is not None:
                     next_token = torch.where(finished, torch.full_like(next_token, stop_token), next_token)

@@ -79,3 +79,27 @@ def test_bad_tokens_are_clear_errors():
         musiclm.stage_layouts(TINY)["coarse"].target_codes(flat)
     with pytest.raises(ValueError, match="leave at least one fine level"):
         musiclm.token_kinds(dataclasses.replace(TINY, tokens=dataclasses.replace(TINY.tokens, coarse_levels=4)))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 3.0])
+def test_generation_with_the_layouts_mask_samples_only_valid_tokens(use_cache, temperature):
+    from mlm_lessons.transformer import TransformerLM, TransformerLMConfig
+
+    layout = musiclm.stage_layouts(TINY)["coarse"]
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerLMConfig(vocab_size=layout.target.vocab_size, max_len=64, d_model=32,
+                                              n_layers=1, n_heads=2, prefix_vocab_size=layout.prefix.vocab_size))
+    prefix = layout.prefix_ids({"mulan": torch.zeros(4, 1, TINY.tokens.mulan_rvq_levels, dtype=torch.long),
+                                "semantic": torch.zeros(4, 5, dtype=torch.long)})
+    prompt = torch.full((4, 1), BOS_ID)
+    allowed = layout.target.valid_ids("coarse", 20)
+    ids = model.generate(prompt, 20, temperature=temperature, prefix=prefix, allowed=allowed, use_cache=use_cache,
+                         generator=torch.Generator().manual_seed(1))
+    codes = layout.target_codes(ids)              # raises if any token is not valid for its position
+    assert codes.shape == (4, 10, TINY.tokens.coarse_levels)
+    unmasked = model.generate(prompt, 20, temperature=3.0, prefix=prefix, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="is not a coarse level"):   # without the mask, some are not
+        layout.target_codes(unmasked)
+    with pytest.raises(ValueError, match="bool mask of shape"):
+        model.generate(prompt, 20, prefix=prefix, allowed=allowed[:5])
