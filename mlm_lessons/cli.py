@@ -4,6 +4,7 @@ Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
     train      train a model of the pipeline (so far: --stage soundstream | w2v_bert | mulan), resumable
+    tokens     turn a dataset into token files for the MusicLM stages (resumable)
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
 """
@@ -90,6 +91,27 @@ def _train(args: argparse.Namespace) -> None:
         print(f"wrote {export(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
 
 
+def _tokens(args: argparse.Namespace) -> None:
+    from mlm_lessons import datasets, mulan, soundstream, token_files, tokenize
+
+    checkpoints = datasets.default_data_root() / "checkpoints"
+    sources = {"codec": Path(args.codec or checkpoints / f"soundstream-{args.preset}.pt"),
+               "semantic": Path(args.semantic or checkpoints / f"w2v-bert-{args.preset}.pt"),
+               "mulan": Path(args.mulan or checkpoints / f"mulan-{args.preset}.pt")}
+    for name, path in sources.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"no {name} model at {path}; train it (python -m mlm_lessons train --stage "
+                                    f"{ {'codec': 'soundstream', 'semantic': 'w2v_bert', 'mulan': 'mulan'}[name]} "
+                                    f"--export {path}) or pass --{name} FILE")
+    data = args.data or datasets.ensure_synthcaps(args.preset, progress=not args.quiet)
+    records = datasets.read_synthcaps_manifest(data)
+    spec = token_files.extract_tokens(
+        records, args.out, soundstream.SoundStream.load(sources["codec"]),
+        tokenize.SemanticTokenizer.load(sources["semantic"]), mulan.MuLan.load(sources["mulan"]), sources,
+        progress=not args.quiet)
+    print(f"token files of {len(records)} clips in {args.out} ({spec.name} records what made them)")
+
+
 def _notebooks(args: argparse.Namespace) -> None:
     from mlm_lessons.notebook_runner import execute_notebook
 
@@ -135,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "centroids; mulan: with its tokenizer and token quantiser)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
+
+    tokens = commands.add_parser("tokens", help="turn a dataset into the token files the MusicLM stages learn from")
+    tokens.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny): which shipped models")
+    tokens.add_argument("--data", default=None, help="a SynthCaps folder (default: data/synthcaps-<preset>)")
+    tokens.add_argument("--out", required=True, help="folder for one token file per clip (resumed if present)")
+    tokens.add_argument("--codec", default=None, help="SoundStream file (default: data/checkpoints/soundstream-<preset>.pt)")
+    tokens.add_argument("--semantic", default=None,
+                        help="semantic tokenizer file (default: data/checkpoints/w2v-bert-<preset>.pt)")
+    tokens.add_argument("--mulan", default=None, help="MuLan file (default: data/checkpoints/mulan-<preset>.pt)")
+    tokens.add_argument("--quiet", action="store_true", help="no progress bar")
+    tokens.set_defaults(run=_tokens)
 
     notebooks = commands.add_parser("notebooks", help="execute notebooks in place, storing outputs")
     notebooks.add_argument("paths", nargs="+", help="notebook files")

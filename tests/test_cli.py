@@ -122,3 +122,18 @@ def test_path_errors_are_one_line_naming_the_path(tmp_path, capsys):
         error = capsys.readouterr().err
         assert exit_info.value.code == 2 and error.startswith("error: ") and expected in error, command
         assert error.count("\n") == 1 and "Traceback" not in error, command
+
+
+def test_tokens_writes_a_token_file_per_clip_with_the_shipped_models_and_resumes(tmp_path, capsys):
+    from mlm_lessons import datasets, token_files
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=2, clip_seconds=1.0, progress=False)
+    cli.main(["tokens", "--data", str(data), "--out", str(tmp_path / "tokens"), "--quiet"])
+    spec, clips = token_files.read_token_files(tmp_path / "tokens")
+    assert len(clips) == 2 and spec["sources"]["codec"]["file"] == "soundstream-tiny.pt"
+    cli.main(["tokens", "--data", str(data), "--out", str(tmp_path / "tokens"), "--quiet"])   # nothing to do
+    assert "token files of 2 clips" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["tokens", "--data", str(data), "--out", str(tmp_path / "t2"), "--mulan", str(tmp_path / "no.pt")])
+    assert "no mulan model at" in capsys.readouterr().err
