@@ -29,6 +29,9 @@ tokens of several kinds become one sequence of integer ids.
 5. **A stage** (:class:`StageLayout`) is a prefix layout (the kinds it is conditioned on, fed through
    ``TransformerLM``'s prefix hook) and a target layout (the kind it predicts). :func:`stage_layouts` builds
    the three from a :class:`~mlm_lessons.config.Config`.
+6. **The stage model** (:class:`Stage`): lesson 02's ``TransformerLM`` over a stage's target ids, its
+   prefix the conditioning ids. Training is next-token cross-entropy (teacher forcing); generation samples
+   one token at a time with the KV cache, masked to the ids valid at each position.
 
 Shapes: codes ``(batch, frames, levels)`` int64; flat ids ``(batch, frames * levels)`` int64.
 """
@@ -39,8 +42,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from mlm_lessons.config import Config
+from mlm_lessons.config import Config, TransformerConfig
+from mlm_lessons.transformer import TransformerLM, TransformerLMConfig, next_token_loss
 
 PAD_ID = 0   # padding in every layout: never predicted, never a code
 BOS_ID = 1   # start of a target sequence (target layouts only)
@@ -219,3 +224,77 @@ def stage_layouts(config: Config) -> dict[str, StageLayout]:
     return {stage: StageLayout(stage, TokenLayout([kinds[name] for name in prefix]),
                                TokenLayout([kinds[stage]], specials=2), prefix, stage)
             for stage, prefix in conditions.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. The stage model
+
+
+class Stage(nn.Module):
+    """One MusicLM stage: a decoder-only Transformer over ``layout``'s target ids, conditioned on its prefix.
+
+    Args:
+        layout: what the stage reads and writes (:func:`stage_layouts`).
+        transformer: width, depth, heads and dropout (a preset's ``transformer`` section).
+        max_len: the longest sequence it handles, prefix + ``BOS`` + targets (its context).
+    """
+
+    def __init__(self, layout: StageLayout, transformer: TransformerConfig, max_len: int):
+        super().__init__()
+        self.layout = layout
+        self.lm = TransformerLM(TransformerLMConfig(
+            vocab_size=layout.target.vocab_size, max_len=max_len, d_model=transformer.d_model,
+            n_layers=transformer.n_layers, n_heads=transformer.n_heads, dropout=transformer.dropout,
+            prefix_vocab_size=layout.prefix.vocab_size))
+
+    @classmethod
+    def from_config(cls, config: Config, stage: str, seconds: float | None = None) -> "Stage":
+        """The ``stage`` of ``config``, with a context for ``seconds`` of music (default: one clip)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+        layout = stage_layouts(config)[stage]
+        seconds = config.data.clip_seconds if seconds is None else seconds
+        return cls(layout, config.transformer, sequence_length(layout, seconds))
+
+    def loss(self, prefix: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Next-token cross-entropy of ``target`` ids ``(batch, 1 + n)`` (starting with ``BOS``) given ``prefix``
+        ids ``(batch, prefix_len)``: position ``t`` predicts token ``t + 1``. Returns ``(loss, {"accuracy"})``."""
+        self._check_fits(prefix.shape[1], target.shape[1])
+        logits = self.lm(target[:, :-1], prefix=prefix)                            # (batch, n, vocab)
+        loss, accuracy = next_token_loss(logits, target[:, 1:], ignore_index=PAD_ID)
+        return loss, {"accuracy": accuracy}
+
+    @torch.no_grad()
+    def generate(self, conditions: dict[str, torch.Tensor], frames: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Sample ``frames`` frames of the target kind given ``conditions`` (``{kind: codes}``, as
+        :meth:`StageLayout.prefix_ids` takes them). Every sampled id is valid for its position (the layout's
+        mask), so the result always decodes. Returns codes ``(batch, frames, levels)``."""
+        layout = self.layout
+        prefix = layout.prefix_ids(conditions).to(self.lm.embedding.weight.device)
+        levels = layout.target.kinds[layout.target_kind].levels
+        new = frames * levels
+        self._check_fits(prefix.shape[1], 1 + new)
+        prompt = torch.full((prefix.shape[0], 1), BOS_ID, dtype=torch.long, device=prefix.device)
+        allowed = layout.target.valid_ids(layout.target_kind, new, device=prefix.device)
+        ids = self.lm.generate(prompt, new, temperature=temperature, top_k=top_k, use_cache=use_cache,
+                               generator=generator, prefix=prefix, allowed=allowed)
+        return layout.target_codes(ids)
+
+    def _check_fits(self, prefix_len: int, target_len: int) -> None:
+        limit = self.lm.config.max_len
+        if prefix_len + target_len > limit:
+            raise ValueError(f"the {self.layout.name} stage's context is {limit} positions, but a prefix of "
+                             f"{prefix_len} and {target_len} target positions need {prefix_len + target_len}: "
+                             "ask for fewer frames, or build the stage for more seconds")
+
+
+def sequence_length(layout: StageLayout, seconds: float) -> int:
+    """Positions a stage needs for ``seconds`` of music: its prefix, ``BOS`` and its target tokens."""
+    def count(kind: TokenKind) -> int:
+        frames = 1 if kind.frame_rate is None else round(seconds * kind.frame_rate)
+        return frames * kind.levels
+
+    prefix = sum(count(layout.prefix.kinds[name]) for name in layout.prefix_kinds)
+    return prefix + 1 + count(layout.target.kinds[layout.target_kind])

@@ -103,3 +103,65 @@ def test_generation_with_the_layouts_mask_samples_only_valid_tokens(use_cache, t
         layout.target_codes(unmasked)
     with pytest.raises(ValueError, match="bool mask of shape"):
         model.generate(prompt, 20, prefix=prefix, allowed=allowed[:5])
+
+
+# -- the stage model ------------------------------------------------------------------------------------
+
+SMALL_LM = dataclasses.replace(TINY.transformer, d_model=32, n_layers=1, n_heads=2)
+FRAMES = {"mulan": 1, "semantic": 6, "coarse": 5}
+
+
+def conditions_for(stage, batch=2, seed=0):
+    layout = musiclm.stage_layouts(TINY)[stage]
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randint(layout.prefix.kinds[name].codebook_size,
+                                (batch, FRAMES[name], layout.prefix.kinds[name].levels), generator=generator)
+            for name in layout.prefix_kinds}
+
+
+def small_stage(stage, seconds=0.2):
+    torch.manual_seed(0)
+    tiny = dataclasses.replace(TINY, transformer=SMALL_LM)
+    return musiclm.Stage.from_config(tiny, stage, seconds=seconds).eval()
+
+
+@pytest.mark.parametrize("stage", musiclm.STAGES)
+def test_a_stage_generates_valid_codes_the_same_with_and_without_the_cache(stage):
+    model = small_stage(stage)
+    kwargs = dict(frames=4, temperature=1.0, top_k=50)
+    cached = model.generate(conditions_for(stage), generator=torch.Generator().manual_seed(3), **kwargs)
+    uncached = model.generate(conditions_for(stage), generator=torch.Generator().manual_seed(3), use_cache=False,
+                              **kwargs)
+    levels = model.layout.target.kinds[stage].levels
+    assert cached.shape == (2, 4, levels) and torch.equal(cached, uncached)
+    again = model.generate(conditions_for(stage), generator=torch.Generator().manual_seed(3), **kwargs)
+    other = model.generate(conditions_for(stage), generator=torch.Generator().manual_seed(4), **kwargs)
+    assert torch.equal(cached, again) and not torch.equal(cached, other)       # determined by the seed
+
+
+def test_a_stage_learns_its_tokens_by_teacher_forcing():
+    model = small_stage("coarse").train()
+    layout = model.layout
+    codes = torch.randint(TINY.tokens.codebook_size, (1, 4, TINY.tokens.coarse_levels),
+                          generator=torch.Generator().manual_seed(5)).repeat(8, 1, 1)
+    prefix, target = layout.prefix_ids(conditions_for("coarse", batch=8)), layout.target_ids(codes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, metrics = model.loss(prefix, target)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2 * first and metrics["accuracy"] > 0.9
+    model.eval()
+    assert torch.equal(model.generate(conditions_for("coarse", batch=8), frames=4, temperature=0.0), codes)
+
+
+def test_asking_for_more_than_the_context_is_a_clear_error():
+    model = small_stage("semantic", seconds=0.2)                     # 1 x 4 MuLan + BOS + 5 semantic frames
+    assert model.lm.config.max_len == TINY.tokens.mulan_rvq_levels + 1 + 5
+    with pytest.raises(ValueError, match="context is 10 positions, but a prefix of 4 and 7 target positions"):
+        model.generate({"mulan": torch.zeros(1, 1, TINY.tokens.mulan_rvq_levels, dtype=torch.long)}, frames=6)
+    with pytest.raises(ValueError, match="unknown stage 'loud'"):
+        musiclm.Stage.from_config(TINY, "loud")
