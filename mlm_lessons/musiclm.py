@@ -32,19 +32,27 @@ tokens of several kinds become one sequence of integer ids.
 6. **The stage model** (:class:`Stage`): lesson 02's ``TransformerLM`` over a stage's target ids, its
    prefix the conditioning ids. Training is next-token cross-entropy (teacher forcing); generation samples
    one token at a time with the KV cache, masked to the ids valid at each position.
+7. **Training examples** (:class:`StageExamples`): aligned windows of a clip's token files (lesson 08's
+   ``python -m mlm_lessons tokens``): the same stretch of music as semantic frames and as acoustic frames,
+   cut into each stage's prefix and target; :func:`train_stage` runs the one ``Trainer`` on them.
 
 Shapes: codes ``(batch, frames, levels)`` int64; flat ids ``(batch, frames * levels)`` int64.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from mlm_lessons.config import Config, TransformerConfig
+from mlm_lessons.token_files import check_token_spec
+from mlm_lessons.train import Trainer
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig, next_token_loss
 
 PAD_ID = 0   # padding in every layout: never predicted, never a code
@@ -298,3 +306,75 @@ def sequence_length(layout: StageLayout, seconds: float) -> int:
 
     prefix = sum(count(layout.prefix.kinds[name]) for name in layout.prefix_kinds)
     return prefix + 1 + count(layout.target.kinds[layout.target_kind])
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. Training examples from token files
+
+
+class StageExamples(Dataset):
+    """``{"prefix", "target"}`` id pairs of one stage from clips' token files, each a random window of
+    ``seconds`` (the whole clip if shorter), drawn afresh every time from torch's global generator (which
+    the trainer seeds and checkpoints, so runs repeat and resume exactly).
+
+    A window starts on a semantic frame, and the acoustic frames of the same stretch of music are cut with
+    it (two acoustic frames per semantic frame at 50 and 25 Hz), so a stage conditioned on semantic tokens
+    sees the ones that belong to its acoustic tokens.
+
+    Args:
+        clips: as :func:`mlm_lessons.token_files.read_token_files` returns them (``mulan``, ``semantic``,
+            ``acoustic``).
+        spec: the token files' ``tokens.json``, checked against ``config``.
+    """
+
+    def __init__(self, clips: Sequence[dict], spec: dict, config: Config, stage: str, seconds: float):
+        check_token_spec(spec, config)
+        if not clips:
+            raise ValueError("no clips to train on: extract token files first (python -m mlm_lessons tokens)")
+        self.layout = stage_layouts(config)[stage]
+        self.clips, self.stage = list(clips), stage
+        tokens = config.tokens
+        self.ratio = tokens.soundstream_frame_rate // tokens.semantic_frame_rate
+        if self.ratio * tokens.semantic_frame_rate != tokens.soundstream_frame_rate:
+            raise ValueError("the acoustic frame rate must be a whole multiple of the semantic one, got "
+                             f"{tokens.soundstream_frame_rate} and {tokens.semantic_frame_rate} Hz")
+        self.coarse_levels = tokens.coarse_levels
+        self.window = max(1, round(seconds * tokens.semantic_frame_rate))      # in semantic frames
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        clip = self.clips[index]
+        frames = min(len(clip["semantic"]), len(clip["acoustic"]) // self.ratio)
+        window = min(self.window, frames)
+        start = int(torch.randint(0, frames - window + 1, ()))
+        semantic = clip["semantic"][start:start + window]
+        acoustic = clip["acoustic"][self.ratio * start:self.ratio * (start + window)]
+        codes = {"mulan": clip["mulan"][None], "semantic": semantic,
+                 "coarse": acoustic[:, :self.coarse_levels], "fine": acoustic[:, self.coarse_levels:]}
+        layout = self.layout
+        prefix = layout.prefix_ids({name: codes[name][None] for name in layout.prefix_kinds})[0]
+        return {"prefix": prefix, "target": layout.target_ids(codes[self.stage][None])[0]}
+
+
+def stage_objective(model: Stage, batch: dict):
+    """The trainer's ``loss_fn``: next-token cross-entropy of a batch of :class:`StageExamples`."""
+    return model.loss(batch["prefix"], batch["target"])
+
+
+def train_stage(config: Config, stage: str, clips: Sequence[dict], spec: dict, seconds: float | None = None,
+                out_dir: str | os.PathLike | None = None, *, steps: int | None = None, resume: bool = True,
+                progress: bool = True):
+    """Train one stage on token files with the package's :class:`~mlm_lessons.train.Trainer` (``config.train``:
+    batch size, learning rate, steps). ``seconds``: the window (default: a clip). Returns ``(model, history)``."""
+    seconds = config.data.clip_seconds if seconds is None else seconds
+    if steps is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps))
+    data = StageExamples(clips, spec, config, stage, seconds)
+    torch.manual_seed(config.train.seed)
+    model = Stage.from_config(config, stage, seconds)
+    trainer = Trainer(model, config, data, stage_objective, out_dir=out_dir, resume=resume and out_dir is not None,
+                      progress=progress)
+    history = trainer.fit()
+    return model.eval(), history

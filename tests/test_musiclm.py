@@ -165,3 +165,58 @@ def test_asking_for_more_than_the_context_is_a_clear_error():
         model.generate({"mulan": torch.zeros(1, 1, TINY.tokens.mulan_rvq_levels, dtype=torch.long)}, frames=6)
     with pytest.raises(ValueError, match="unknown stage 'loud'"):
         musiclm.Stage.from_config(TINY, "loud")
+
+
+# -- training on token files ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_folder(tmp_path_factory):
+    from pathlib import Path
+
+    from mlm_lessons import datasets, mulan, soundstream, token_files, tokenize
+
+    root = tmp_path_factory.mktemp("stages")
+    datasets.write_synthcaps(root / "data", num_clips=4, clip_seconds=1.0, progress=False)
+    checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    token_files.extract_tokens(datasets.read_synthcaps_manifest(root / "data"), root / "tokens",
+                               soundstream.SoundStream.load(checkpoints / "soundstream-tiny.pt"),
+                               tokenize.SemanticTokenizer.load(checkpoints / "w2v-bert-tiny.pt"),
+                               mulan.MuLan.load(checkpoints / "mulan-tiny.pt"), progress=False)
+    return token_files.read_token_files(root / "tokens")
+
+
+def test_examples_cut_the_same_stretch_of_music_for_every_kind(token_folder):
+    spec, clips = token_folder
+    torch.manual_seed(0)
+    fine = musiclm.StageExamples(clips, spec, TINY, "fine", seconds=0.4)
+    example = fine[0]
+    layout = musiclm.stage_layouts(TINY)["fine"]
+    coarse = layout.prefix.unflatten("coarse", example["prefix"][None])[0]             # (0.4 s x 50 Hz, 2)
+    fine_codes = layout.target_codes(example["target"][None])[0]
+    assert coarse.shape == fine_codes.shape == (20, 2)
+    acoustic = clips[0]["acoustic"]
+    aligned = [s for s in range(0, len(acoustic) - 19, 2) if torch.equal(acoustic[s:s + 20, :2], coarse)
+               and torch.equal(acoustic[s:s + 20, 2:], fine_codes)]
+    assert aligned, "the coarse prefix and the fine target are the same frames of the clip"
+    coarse_examples = musiclm.StageExamples(clips, spec, TINY, "coarse", seconds=0.4)
+    example, layout = coarse_examples[1], musiclm.stage_layouts(TINY)["coarse"]
+    assert example["prefix"].shape == (TINY.tokens.mulan_rvq_levels + 10,)
+    semantic = layout.prefix.unflatten("semantic", example["prefix"][None, TINY.tokens.mulan_rvq_levels:])[0, :, 0]
+    target = layout.target_codes(example["target"][None])[0]
+    aligned = [s for s in range(len(clips[1]["semantic"]) - 9) if torch.equal(clips[1]["semantic"][s:s + 10], semantic)
+               and torch.equal(clips[1]["acoustic"][2 * s:2 * s + 20, :2], target)]   # semantic frame s = acoustic 2s
+    assert aligned, "the semantic prefix and the coarse target come from the same stretch of the clip"
+    deeper = dataclasses.replace(TINY, tokens=dataclasses.replace(TINY.tokens, semantic_clusters=512))
+    with pytest.raises(ValueError, match="semantic.codebook_size is 128 there but 512 here"):
+        musiclm.StageExamples(clips, spec, deeper, "semantic", seconds=1.0)
+
+
+def test_a_stage_trains_on_token_files_and_resumes(token_folder, tmp_path):
+    spec, clips = token_folder
+    config = dataclasses.replace(TINY, transformer=SMALL_LM, train=dataclasses.replace(
+        TINY.train, batch_size=4, learning_rate=3e-3, log_every=5, checkpoint_every=10))
+    model, history = musiclm.train_stage(config, "semantic", clips, spec, out_dir=tmp_path, steps=30, progress=False)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    resumed, again = musiclm.train_stage(config, "semantic", clips, spec, out_dir=tmp_path, steps=40, progress=False)
+    assert again[-1]["step"] == 40 and [entry["step"] for entry in again[:6]] == [5, 10, 15, 20, 25, 30]
