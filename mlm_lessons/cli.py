@@ -3,7 +3,7 @@
 Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
-    train      train a model of the pipeline (so far: --stage soundstream | w2v_bert | mulan), resumable
+    train      train a model of the pipeline (--stage soundstream | w2v_bert | mulan | semantic | coarse | fine), resumable
     tokens     turn a dataset into token files for the MusicLM stages (resumable)
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
@@ -33,7 +33,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"wrote {page} -- open it in a browser to look and listen")
 
 
-STAGES = ("soundstream", "w2v_bert", "mulan")
+MUSICLM_STAGES = ("semantic", "coarse", "fine")
+STAGES = ("soundstream", "w2v_bert", "mulan", *MUSICLM_STAGES)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -51,6 +52,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.data and args.num_clips:
         raise ValueError("--num-clips renders SynthCaps clips and --data reads yours: pass one of them, not both")
     data = args.data or datasets.ensure_synthcaps(args.preset, num_clips=args.num_clips, progress=not args.quiet)
+    if args.stage in MUSICLM_STAGES:
+        _train_musiclm_stage(args, preset, data)
+        return
     clips = [item["audio"] for item in datasets.SynthCapsDataset(data, "train",
                                                                   sample_rate=preset.data.sample_rate)]
     started = time.time()
@@ -89,6 +93,28 @@ def _train(args: argparse.Namespace) -> None:
           f"({usage.ru_utime + usage.ru_stime:.0f} s of CPU time); checkpoint in {args.out}")
     if args.export:
         print(f"wrote {export(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
+
+
+def _train_musiclm_stage(args: argparse.Namespace, preset, data) -> None:
+    """``train --stage semantic|coarse|fine``: a MusicLM stage on the token files of the training clips."""
+    import resource
+    import time
+
+    from mlm_lessons import datasets, musiclm, token_files
+
+    if not args.tokens:
+        raise ValueError(f"--stage {args.stage} learns from token files: make them with `python -m mlm_lessons "
+                         "tokens --out DIR`, then pass --tokens DIR")
+    train_ids = [record.ytid for record in datasets.read_synthcaps_manifest(data) if record.split == "train"]
+    spec, clips = token_files.read_token_files(args.tokens, train_ids)
+    started = time.time()
+    model, history = musiclm.train_stage(preset, args.stage, clips, spec, out_dir=args.out, steps=args.steps,
+                                         progress=not args.quiet)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"trained {history[-1]['step'] if history else 0} steps in {time.time() - started:.0f} s "
+          f"({usage.ru_utime + usage.ru_stime:.0f} s of CPU time); checkpoint in {args.out}")
+    if args.export:
+        print(f"wrote {model.save(args.export)} ({Path(args.export).stat().st_size / 1e6:.1f} MB)")
 
 
 def _tokens(args: argparse.Namespace) -> None:
@@ -149,12 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-clips", type=int, default=None,
                        help="without --data: train on this many SynthCaps clips (rendered once into "
                             "data/synthcaps-<preset>-<N>) instead of the preset's")
+    train.add_argument("--tokens", default=None,
+                       help="semantic | coarse | fine: the folder of token files (python -m mlm_lessons tokens)")
     train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")
     train.add_argument("--export", default=None,
                        help="also write the trained model alone to this file (w2v_bert: with its k-means "
-                            "centroids; mulan: with its tokenizer and token quantiser)")
+                            "centroids; mulan: with its tokenizer and token quantiser; a MusicLM stage: with the "
+                            "configuration it was built from)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
 

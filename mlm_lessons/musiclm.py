@@ -45,6 +45,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,13 +53,14 @@ from torch.utils.data import Dataset
 
 from mlm_lessons.config import Config, TransformerConfig
 from mlm_lessons.token_files import check_token_spec
-from mlm_lessons.train import Trainer
+from mlm_lessons.train import Trainer, check_state_dict_matches, save_atomically
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig, next_token_loss
 
 PAD_ID = 0   # padding in every layout: never predicted, never a code
 BOS_ID = 1   # start of a target sequence (target layouts only)
 
 STAGES = ("semantic", "coarse", "fine")
+STAGE_FORMAT = "mlm_lessons.musiclm.stage/1"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class Stage(nn.Module):
     def __init__(self, layout: StageLayout, transformer: TransformerConfig, max_len: int):
         super().__init__()
         self.layout = layout
+        self.built_from: tuple[dict, float] | None = None     # (config dict, seconds) when made by from_config
         self.lm = TransformerLM(TransformerLMConfig(
             vocab_size=layout.target.vocab_size, max_len=max_len, d_model=transformer.d_model,
             n_layers=transformer.n_layers, n_heads=transformer.n_heads, dropout=transformer.dropout,
@@ -262,7 +265,35 @@ class Stage(nn.Module):
             raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
         layout = stage_layouts(config)[stage]
         seconds = config.data.clip_seconds if seconds is None else seconds
-        return cls(layout, config.transformer, sequence_length(layout, seconds))
+        model = cls(layout, config.transformer, sequence_length(layout, seconds))
+        model.built_from = (config.to_dict(), float(seconds))
+        return model
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the stage (float16 weights) with the configuration it was built from, atomically."""
+        if self.built_from is None:
+            raise ValueError("only a stage made by Stage.from_config can be saved (its configuration is needed to "
+                             "rebuild it)")
+        config, seconds = self.built_from
+        save_atomically({"format": STAGE_FORMAT, "stage": self.layout.name, "config": config, "seconds": seconds,
+                         "model": {key: value.half() if value.is_floating_point() else value
+                                   for key, value in self.state_dict().items()}}, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Stage":
+        """Read a file written by :meth:`save` (in eval mode)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no stage checkpoint at {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != STAGE_FORMAT:
+            raise ValueError(f"{path} is not a MusicLM stage file (no {STAGE_FORMAT!r} format tag)")
+        model = cls.from_config(Config.from_dict(payload["config"]), payload["stage"], payload["seconds"])
+        check_state_dict_matches(model, payload["model"], source=f"stage checkpoint {path}")
+        model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                               for key, value in payload["model"].items()})
+        return model.eval()
 
     def loss(self, prefix: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Next-token cross-entropy of ``target`` ids ``(batch, 1 + n)`` (starting with ``BOS``) given ``prefix``
@@ -325,14 +356,16 @@ class StageExamples(Dataset):
         clips: as :func:`mlm_lessons.token_files.read_token_files` returns them (``mulan``, ``semantic``,
             ``acoustic``).
         spec: the token files' ``tokens.json``, checked against ``config``.
+        windows_per_clip: windows drawn from each clip per epoch (more than one fills a batch from few clips).
     """
 
-    def __init__(self, clips: Sequence[dict], spec: dict, config: Config, stage: str, seconds: float):
+    def __init__(self, clips: Sequence[dict], spec: dict, config: Config, stage: str, seconds: float,
+                 windows_per_clip: int = 1):
         check_token_spec(spec, config)
         if not clips:
             raise ValueError("no clips to train on: extract token files first (python -m mlm_lessons tokens)")
         self.layout = stage_layouts(config)[stage]
-        self.clips, self.stage = list(clips), stage
+        self.clips, self.stage, self.windows_per_clip = list(clips), stage, windows_per_clip
         tokens = config.tokens
         self.ratio = tokens.soundstream_frame_rate // tokens.semantic_frame_rate
         if self.ratio * tokens.semantic_frame_rate != tokens.soundstream_frame_rate:
@@ -342,10 +375,10 @@ class StageExamples(Dataset):
         self.window = max(1, round(seconds * tokens.semantic_frame_rate))      # in semantic frames
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clips) * self.windows_per_clip
 
     def __getitem__(self, index: int) -> dict:
-        clip = self.clips[index]
+        clip = self.clips[index % len(self.clips)]
         frames = min(len(clip["semantic"]), len(clip["acoustic"]) // self.ratio)
         window = min(self.window, frames)
         start = int(torch.randint(0, frames - window + 1, ()))
@@ -371,7 +404,8 @@ def train_stage(config: Config, stage: str, clips: Sequence[dict], spec: dict, s
     seconds = config.data.clip_seconds if seconds is None else seconds
     if steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps))
-    data = StageExamples(clips, spec, config, stage, seconds)
+    windows_per_clip = max(1, -(-config.train.batch_size // max(1, len(clips))))   # at least one batch per epoch
+    data = StageExamples(clips, spec, config, stage, seconds, windows_per_clip)
     torch.manual_seed(config.train.seed)
     model = Stage.from_config(config, stage, seconds)
     trainer = Trainer(model, config, data, stage_objective, out_dir=out_dir, resume=resume and out_dir is not None,

@@ -137,3 +137,22 @@ def test_tokens_writes_a_token_file_per_clip_with_the_shipped_models_and_resumes
     with pytest.raises(SystemExit):
         cli.main(["tokens", "--data", str(data), "--out", str(tmp_path / "t2"), "--mulan", str(tmp_path / "no.pt")])
     assert "no mulan model at" in capsys.readouterr().err
+
+
+def test_train_a_musiclm_stage_on_token_files_resumes_and_exports(tmp_path, capsys):
+    from mlm_lessons import datasets, musiclm
+
+    data = tmp_path / "data"
+    datasets.write_synthcaps(data, preset="tiny", num_clips=10, clip_seconds=1.0, progress=False)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "semantic", "--data", str(data), "--out", str(tmp_path / "run")])
+    assert "learns from token files" in capsys.readouterr().err
+    cli.main(["tokens", "--data", str(data), "--out", str(tmp_path / "tokens"), "--quiet"])
+    command = ["train", "--stage", "fine", "--data", str(data), "--tokens", str(tmp_path / "tokens"),
+               "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"]
+    cli.main(command)
+    cli.main(command[:-2] + ["2", "--export", str(tmp_path / "fine.pt"), "--quiet"])    # resumes at step 1
+    assert "trained 2 steps" in capsys.readouterr().out
+    stage = musiclm.Stage.load(tmp_path / "fine.pt")
+    coarse = torch.zeros(1, 5, config.get_preset("tiny").tokens.coarse_levels, dtype=torch.long)
+    assert stage.generate({"coarse": coarse}, frames=5).shape == (1, 5, stage.layout.target.kinds["fine"].levels)

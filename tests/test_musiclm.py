@@ -220,3 +220,15 @@ def test_a_stage_trains_on_token_files_and_resumes(token_folder, tmp_path):
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
     resumed, again = musiclm.train_stage(config, "semantic", clips, spec, out_dir=tmp_path, steps=40, progress=False)
     assert again[-1]["step"] == 40 and [entry["step"] for entry in again[:6]] == [5, 10, 15, 20, 25, 30]
+
+
+def test_a_stage_saves_and_loads(tmp_path):
+    model = small_stage("coarse")
+    loaded = musiclm.Stage.load(model.save(tmp_path / "coarse.pt"))
+    conditions = conditions_for("coarse")
+    assert torch.equal(loaded.generate(conditions, 3, temperature=0.0), model.generate(conditions, 3, temperature=0.0))
+    with pytest.raises(FileNotFoundError, match="no stage checkpoint"):
+        musiclm.Stage.load(tmp_path / "missing.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a MusicLM stage file"):
+        musiclm.Stage.load(tmp_path / "other.pt")
