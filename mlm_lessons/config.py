@@ -145,6 +145,30 @@ class MuLanConfig:
 
 
 @dataclass(frozen=True)
+class StagesConfig:
+    """MusicLM's three stages (lesson 08): how much music each sees at once, and how each samples.
+
+    The later stages see shorter windows: their tokens are denser (coarse: several RVQ levels at 50 Hz;
+    fine: the rest), and their job is local. MusicLM trained on 30 s, 10 s and 3 s crops and sampled at
+    temperatures 1.0, 0.95 and 0.4 (Agostinelli et al., 2023; to verify against the paper).
+    """
+
+    semantic_seconds: float = 30.0
+    coarse_seconds: float = 10.0
+    fine_seconds: float = 3.0
+    semantic_temperature: float = 1.0
+    coarse_temperature: float = 0.95
+    fine_temperature: float = 0.4
+
+    def seconds(self, stage: str) -> float:
+        return {"semantic": self.semantic_seconds, "coarse": self.coarse_seconds, "fine": self.fine_seconds}[stage]
+
+    def temperature(self, stage: str) -> float:
+        return {"semantic": self.semantic_temperature, "coarse": self.coarse_temperature,
+                "fine": self.fine_temperature}[stage]
+
+
+@dataclass(frozen=True)
 class TransformerConfig:
     """A decoder-only stage (semantic, coarse or fine)."""
 
@@ -212,6 +236,7 @@ class Config:
     w2v_bert: W2VBertConfig = field(default_factory=W2VBertConfig)
     mulan: MuLanConfig = field(default_factory=MuLanConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +275,7 @@ _DATACLASS_FIELDS = {
     (Config, "w2v_bert"): W2VBertConfig,
     (Config, "mulan"): MuLanConfig,
     (Config, "transformer"): TransformerConfig,
+    (Config, "stages"): StagesConfig,
     (Config, "train"): TrainConfig,
 }
 
@@ -276,6 +302,9 @@ PRESETS: dict[str, Config] = {
         mulan=MuLanConfig(audio_channels=(32, 64, 128, 128), text_d_model=96, text_layers=2, text_heads=4,
                           max_text_len=96, vocab_size=2000, tag_texts=8, batch_size=32, learning_rate=1e-3, warmup_steps=50),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
+        # Whole 4 s clips for the semantic stage; shorter windows for the dense acoustic ones (a 4 s coarse
+        # window is 400 tokens plus a 104-token prefix: 0.7 s per CPU step against 0.15 s for semantic).
+        stages=StagesConfig(semantic_seconds=4.0, coarse_seconds=2.0, fine_seconds=1.0),
         train=TrainConfig(batch_size=16, learning_rate=1e-3, max_steps=200, device="cpu"),
     ),
     "small": Config(
@@ -295,6 +324,7 @@ PRESETS: dict[str, Config] = {
                                token_layer=9, crop_seconds=4.0, batch_size=64, learning_rate=5e-4,
                                warmup_steps=2_000),
         transformer=TransformerConfig(d_model=512, n_layers=8, n_heads=8, dropout=0.1),
+        stages=StagesConfig(semantic_seconds=10.0, coarse_seconds=5.0, fine_seconds=2.0),
         train=TrainConfig(batch_size=32, learning_rate=3e-4, max_steps=100_000,
                           warmup_steps=2_000, device="auto", bf16=True, checkpoint_every=2_000,
                           log_every=100),

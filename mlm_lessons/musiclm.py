@@ -260,11 +260,12 @@ class Stage(nn.Module):
 
     @classmethod
     def from_config(cls, config: Config, stage: str, seconds: float | None = None) -> "Stage":
-        """The ``stage`` of ``config``, with a context for ``seconds`` of music (default: one clip)."""
+        """The ``stage`` of ``config``, with a context for ``seconds`` of music (default: the stage's window,
+        ``config.stages``)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
         layout = stage_layouts(config)[stage]
-        seconds = config.data.clip_seconds if seconds is None else seconds
+        seconds = config.stages.seconds(stage) if seconds is None else seconds
         model = cls(layout, config.transformer, sequence_length(layout, seconds))
         model.built_from = (config.to_dict(), float(seconds))
         return model
@@ -400,8 +401,9 @@ def train_stage(config: Config, stage: str, clips: Sequence[dict], spec: dict, s
                 out_dir: str | os.PathLike | None = None, *, steps: int | None = None, resume: bool = True,
                 progress: bool = True):
     """Train one stage on token files with the package's :class:`~mlm_lessons.train.Trainer` (``config.train``:
-    batch size, learning rate, steps). ``seconds``: the window (default: a clip). Returns ``(model, history)``."""
-    seconds = config.data.clip_seconds if seconds is None else seconds
+    batch size, learning rate, steps). ``seconds``: the window (default: the stage's, ``config.stages``).
+    Returns ``(model, history)``."""
+    seconds = config.stages.seconds(stage) if seconds is None else seconds
     if steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps))
     windows_per_clip = max(1, -(-config.train.batch_size // max(1, len(clips))))   # at least one batch per epoch

@@ -64,3 +64,15 @@ def test_variants_are_made_with_replace():
     tiny = config.get_preset("tiny")
     faster = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, learning_rate=1e-2))
     assert faster.train.learning_rate == 1e-2 and tiny.train.learning_rate == 1e-3
+
+
+def test_stage_windows_shrink_from_semantic_to_fine_and_the_paper_uses_its_crops():
+    paper = config.get_preset("paper").stages
+    assert (paper.seconds("semantic"), paper.seconds("coarse"), paper.seconds("fine")) == (30.0, 10.0, 3.0)
+    assert (paper.temperature("semantic"), paper.temperature("coarse"), paper.temperature("fine")) == (1.0, 0.95, 0.4)
+    for name in config.PRESETS:
+        stages = config.get_preset(name).stages
+        assert stages.semantic_seconds >= stages.coarse_seconds >= stages.fine_seconds > 0
+    older = config.get_preset("tiny").to_dict()
+    del older["stages"]                                   # a checkpoint written before the section existed
+    assert config.Config.from_dict(older).stages == config.StagesConfig()
