@@ -10,9 +10,9 @@ preset's sizes, fed random but valid tokens. Every figure stands beside a baseli
    the ``small`` one (batch 2 on a CPU). The ratio is against tiny's semantic stage.
 2. **Sampling**: new tokens per second with and without the KV cache, at batch 1 and batch 8, for each tiny
    stage generating its whole window; the ratio is cached over uncached.
-3. **The cascade**: wall-clock seconds (one thread) per second of music to go from MuLan tokens to a waveform (semantic, then
-   coarse, then fine, then the SoundStream decoder) at tiny sizes, one window each; below 1 is faster than
-   real time.
+3. **The cascade**: wall-clock seconds (one thread) per second of music to go from MuLan tokens to a waveform
+   (semantic, then coarse, then fine, then the SoundStream decoder) at tiny sizes, one window each; below 1 is
+   faster than real time.
 Nothing is asserted. Run time on 2 shared cores, one thread: about 2 minutes (30 s with --skip-small).
 """
 

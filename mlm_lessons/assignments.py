@@ -586,7 +586,8 @@ def _grade_command(args: argparse.Namespace) -> None:
     if args.json and args.json != "-":   # before grading anything: a class's grading takes a while
         json_path = Path(args.json)
         if json_path.is_dir():
-            raise ValueError(f"--json {json_path} is a folder; name the file to write, e.g. {json_path / 'grades.json'}")
+            raise ValueError(f"--json {json_path} is a folder; name the file to write, e.g. "
+                             f"{json_path / 'grades.json'}")
         if not json_path.parent.is_dir():
             raise ValueError(f"--json {json_path}: there is no folder {json_path.parent} to write it in")
     reports = []

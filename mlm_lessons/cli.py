@@ -3,7 +3,8 @@
 Commands:
     data       write the SynthCaps course data (wav clips + MusicCaps-style manifest)
     demo       render a few clips with captions, spectrograms and a page to play them
-    train      train a model of the pipeline (--stage soundstream | w2v_bert | mulan | semantic | coarse | fine), resumable
+    train      train a model of the pipeline, resumable (--stage soundstream | w2v_bert | mulan |
+               semantic | coarse | fine)
     tokens     turn a dataset into token files for the MusicLM stages (resumable)
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
@@ -191,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny): which shipped models")
     tokens.add_argument("--data", default=None, help="a SynthCaps folder (default: data/synthcaps-<preset>)")
     tokens.add_argument("--out", required=True, help="folder for one token file per clip (resumed if present)")
-    tokens.add_argument("--codec", default=None, help="SoundStream file (default: data/checkpoints/soundstream-<preset>.pt)")
+    tokens.add_argument("--codec", default=None,
+                        help="SoundStream file (default: data/checkpoints/soundstream-<preset>.pt)")
     tokens.add_argument("--semantic", default=None,
                         help="semantic tokenizer file (default: data/checkpoints/w2v-bert-<preset>.pt)")
     tokens.add_argument("--mulan", default=None, help="MuLan file (default: data/checkpoints/mulan-<preset>.pt)")

@@ -300,7 +300,8 @@ PRESETS: dict[str, Config] = {
                                num_distractors=50, token_layer=3, crop_seconds=2.0, batch_size=16,
                                learning_rate=5e-4, warmup_steps=100),
         mulan=MuLanConfig(audio_channels=(32, 64, 128, 128), text_d_model=96, text_layers=2, text_heads=4,
-                          max_text_len=96, vocab_size=2000, tag_texts=8, batch_size=32, learning_rate=1e-3, warmup_steps=50),
+                          max_text_len=96, vocab_size=2000, tag_texts=8, batch_size=32, learning_rate=1e-3,
+                          warmup_steps=50),
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.0),
         # Whole 4 s clips for the semantic stage; shorter windows for the dense acoustic ones (a 4 s coarse
         # window is 400 tokens plus a 104-token prefix: 0.7 s per CPU step against 0.15 s for semantic).

@@ -391,9 +391,9 @@ def mulan_diagram(ax=None, audio_channels: tuple[int, ...] = (32, 64, 128, 128),
 
     Along the top row, the audio tower: audio -> log-mel -> ResNet (one stage per entry of
     ``audio_channels``, each halving time and frequency) -> mean over time, the frequency bands kept side
-    by side -> linear projection to ``embed_dim`` and unit length -> audio embeddings ``A``. Along the bottom row, the text
-    tower: caption -> WordPiece subwords -> Transformer encoder (``text_layers`` layers) -> mean over the
-    real tokens -> linear -> unit length -> text embeddings ``T``. On the right, the similarity matrix
+    by side -> linear projection to ``embed_dim`` and unit length -> audio embeddings ``A``. Along the bottom
+    row, the text tower: caption -> WordPiece subwords -> Transformer encoder (``text_layers`` layers) -> mean
+    over the real tokens -> linear -> unit length -> text embeddings ``T``. On the right, the similarity matrix
     ``S = A T^T / tau`` of a batch of four (clip, caption) pairs, its diagonal (the matching pairs)
     highlighted, and the symmetric InfoNCE loss that trains both towers. Between the rows, the side branch
     to MusicLM: one residual VQ (``token_levels`` levels of ``codebook_size`` codes) turns either

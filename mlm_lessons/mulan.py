@@ -187,7 +187,7 @@ class AudioTower(nn.Module):
                                       for index in range(len(channels))))
         bands = n_mels
         for _ in channels:
-            bands = (bands - 1) // 2 + 1                            # each stride-2 stage (padding 1) halves, rounding up
+            bands = (bands - 1) // 2 + 1            # each stride-2 stage (padding 1) halves, rounding up
         self.projection = nn.Linear(channels[-1] * bands, out_dim)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
