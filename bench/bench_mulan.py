@@ -58,6 +58,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from timing import median_step_seconds  # noqa: E402
 
 from mlm_lessons import datasets, mulan, synth  # noqa: E402
 from mlm_lessons.config import get_preset  # noqa: E402
@@ -224,21 +225,6 @@ def training_step(preset_name: str, batch: int, bf16: bool):
     return step, shapes
 
 
-def median_step_seconds(steps: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each of ``steps`` (name -> function) over ``repeats`` calls after ``TIMING_WARMUP``
-    untimed calls; the functions take turns call by call, so all of them see the same machine load."""
-    for _ in range(TIMING_WARMUP):
-        for step in steps.values():
-            step()
-    seconds = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
 def timing_table(tiny_steps: int, small_steps: int, small_batch: int) -> None:
     began = time.perf_counter()
     tiny_batch = get_preset("tiny").mulan.batch_size
@@ -246,9 +232,9 @@ def timing_table(tiny_steps: int, small_steps: int, small_batch: int) -> None:
     small_batch = small_batch or small_own
     tiny_fp32, tiny_shapes = training_step("tiny", tiny_batch, bf16=False)
     tiny_bf16, _ = training_step("tiny", tiny_batch, bf16=True)
-    tiny = median_step_seconds({"fp32": tiny_fp32, "bf16": tiny_bf16}, tiny_steps)
+    tiny = median_step_seconds({"fp32": tiny_fp32, "bf16": tiny_bf16}, tiny_steps, TIMING_WARMUP)
     small_fp32, small_shapes = training_step("small", small_batch, bf16=False)
-    small = median_step_seconds({"fp32": small_fp32}, small_steps)
+    small = median_step_seconds({"fp32": small_fp32}, small_steps, TIMING_WARMUP)
 
     print(f"\n4. One MuLan training step (forward + symmetric InfoNCE + backward + AdamW) on CPU, median of "
           f"{tiny_steps} (tiny) / {small_steps} (small) timed steps after {TIMING_WARMUP} warm-up steps "

@@ -22,7 +22,6 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, "1")
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402

@@ -27,10 +27,10 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+from timing import median_step_seconds  # noqa: E402
 
 from mlm_lessons.config import get_preset  # noqa: E402
 from mlm_lessons.w2v_bert import W2VBert  # noqa: E402
@@ -58,22 +58,6 @@ def training_step(preset_name: str, batch: int, device: torch.device, bf16: bool
               "audio_seconds": batch * samples / model.sample_rate, "crop_seconds": samples / model.sample_rate,
               "layers": model.num_layers, "d_model": model.config.d_model}
     return step, shapes
-
-
-def median_step_seconds(steps: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each of ``steps`` (name -> function) over ``repeats`` calls after one warm-up call.
-
-    The functions take turns call by call, so all of them see the same machine load.
-    """
-    for step in steps.values():
-        step()  # warm-up: the quantiser's k-means initialisation, allocator and kernel caches
-    seconds = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:

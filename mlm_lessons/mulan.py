@@ -56,7 +56,8 @@ from mlm_lessons.atomic import atomic_path
 from mlm_lessons.audio import AudioError, as_tensor, scaled_log_mel
 from mlm_lessons.config import AudioFeatureConfig, Config, MuLanConfig
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import Trainer, check_state_dict_matches, save_atomically, saved_config_section
+from mlm_lessons.train import (Trainer, half_state_dict, load_half_state_dict, save_atomically,
+                               saved_config_section)
 from mlm_lessons.transformer import TransformerEncoder
 
 MULAN_FORMAT = "mlm_lessons.mulan/1"
@@ -390,10 +391,8 @@ class MuLan(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model with its tokenizer (float16 weights; the token codebooks stay float32), atomically."""
-        state = {key: value.half() if value.is_floating_point() and not key.startswith("token_quantizer.") else value
-                 for key, value in self.state_dict().items()}
         save_atomically({"format": MULAN_FORMAT, "config": self.config_dict(), "tokenizer": self.tokenizer.to_str(),
-                         "model": state}, path)
+                         "model": half_state_dict(self, keep_float32=("token_quantizer.",))}, path)
         return Path(path)
 
     @classmethod
@@ -409,9 +408,7 @@ class MuLan(nn.Module):
         model = cls(CaptionTokenizer.from_str(payload["tokenizer"]),
                     features=saved_config_section(AudioFeatureConfig, settings.pop("features"), "features"),
                     config=saved_config_section(MuLanConfig, settings.pop("mulan"), "MuLan"), **settings)
-        check_state_dict_matches(model, payload["model"], source=f"MuLan checkpoint {path}")
-        model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                               for key, value in payload["model"].items()})
+        load_half_state_dict(model, payload["model"], source=f"MuLan checkpoint {path}")
         return model.eval()
 
 

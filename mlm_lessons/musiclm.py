@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 
 from mlm_lessons.config import Config, TransformerConfig
 from mlm_lessons.token_files import check_token_spec
-from mlm_lessons.train import Trainer, check_state_dict_matches, save_atomically
+from mlm_lessons.train import Trainer, half_state_dict, load_half_state_dict, save_atomically
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig, next_token_loss
 
 PAD_ID = 0   # padding in every layout: never predicted, never a code
@@ -277,8 +277,7 @@ class Stage(nn.Module):
                              "rebuild it)")
         config, seconds = self.built_from
         save_atomically({"format": STAGE_FORMAT, "stage": self.layout.name, "config": config, "seconds": seconds,
-                         "model": {key: value.half() if value.is_floating_point() else value
-                                   for key, value in self.state_dict().items()}}, path)
+                         "model": half_state_dict(self)}, path)
         return Path(path)
 
     @classmethod
@@ -291,9 +290,7 @@ class Stage(nn.Module):
         if not isinstance(payload, dict) or payload.get("format") != STAGE_FORMAT:
             raise ValueError(f"{path} is not a MusicLM stage file (no {STAGE_FORMAT!r} format tag)")
         model = cls.from_config(Config.from_dict(payload["config"]), payload["stage"], payload["seconds"])
-        check_state_dict_matches(model, payload["model"], source=f"stage checkpoint {path}")
-        model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                               for key, value in payload["model"].items()})
+        load_half_state_dict(model, payload["model"], source=f"stage checkpoint {path}")
         return model.eval()
 
     def loss(self, prefix: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

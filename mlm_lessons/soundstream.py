@@ -63,7 +63,7 @@ from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import CodecConfig, Config
 from mlm_lessons.metrics import multi_scale_mel_distance
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import (Trainer, check_state_dict_matches, load_checkpoint, save_atomically,
+from mlm_lessons.train import (Trainer, half_state_dict, load_checkpoint, load_half_state_dict, save_atomically,
                                saved_config_section)
 
 CODEC_FORMAT = "mlm_lessons.soundstream/1"
@@ -311,8 +311,7 @@ class SoundStream(nn.Module):
 
         ``half`` stores float weights as float16, halving the file; :meth:`load` returns float32.
         """
-        state = {key: value.half() if half and value.is_floating_point() and "quantizer" not in key else value
-                 for key, value in self.state_dict().items()}
+        state = half_state_dict(self, keep_float32=("quantizer.",)) if half else self.state_dict()
         save_atomically({"format": CODEC_FORMAT, "config": self.config_dict(), "model": state}, path)
         return Path(path)
 
@@ -336,9 +335,7 @@ class SoundStream(nn.Module):
             codec = cls.from_config(Config.from_dict(checkpoint["config"]))
             state = {key.removeprefix("codec."): value for key, value in checkpoint["model"].items()
                      if key.startswith("codec.")}
-        check_state_dict_matches(codec, state, source=f"codec checkpoint {path}")
-        codec.load_state_dict({key: value.float() if value.is_floating_point() else value
-                               for key, value in state.items()})
+        load_half_state_dict(codec, state, source=f"codec checkpoint {path}")
         return codec.eval()
 
 

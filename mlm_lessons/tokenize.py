@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from mlm_lessons.audio import as_tensor
 from mlm_lessons.quantize import assign_to_centroids, kmeans
-from mlm_lessons.train import save_atomically
+from mlm_lessons.train import half_state_dict, save_atomically
 from mlm_lessons.w2v_bert import W2V_BERT_FORMAT, W2VBert
 
 TOKENIZER_FORMAT = "mlm_lessons.semantic_tokenizer/1"
@@ -156,7 +156,7 @@ class SemanticTokenizer(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write encoder (float16 weights), layer and centroids (float32) to one file, atomically."""
         encoder = {"format": W2V_BERT_FORMAT, "config": self.encoder.config_dict(),
-                   "model": self.encoder.half_state_dict()}
+                   "model": half_state_dict(self.encoder, keep_float32=("quantizer.",))}
         save_atomically({"format": TOKENIZER_FORMAT, "encoder": encoder, "layer": self.layer,
                          "centroids": self.centroids.cpu()}, path)
         return Path(path)

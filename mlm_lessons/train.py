@@ -110,7 +110,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -530,6 +530,21 @@ def saved_config_section(section_class: type, values: Mapping[str, Any], what: s
         raise CheckpointMismatchError(f"the checkpoint's {what} config has field(s) {unknown} that this version "
                                       "does not know; update mlm_lessons")
     return section_class(**values)
+
+
+def half_state_dict(model: nn.Module, keep_float32: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """``model``'s weights with floats stored as float16, halving a shipped file; keys starting with one of
+    ``keep_float32`` (codebooks, whose codes must not move) stay float32. :func:`load_half_state_dict` reads
+    them back."""
+    return {key: value.half() if value.is_floating_point() and not key.startswith(tuple(keep_float32)) else value
+            for key, value in model.state_dict().items()}
+
+
+def load_half_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Check ``state`` against ``model`` (:func:`check_state_dict_matches`) and load it, floats as float32."""
+    check_state_dict_matches(model, state, source=source)
+    model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                           for key, value in state.items()})
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:

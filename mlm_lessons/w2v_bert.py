@@ -68,8 +68,8 @@ from mlm_lessons.audio import AudioError, as_tensor, scaled_log_mel
 from mlm_lessons.config import Config, W2VBertConfig
 from mlm_lessons.datasets import AudioCrops
 from mlm_lessons.quantize import VectorQuantizer
-from mlm_lessons.train import (Trainer, check_state_dict_matches, load_checkpoint, save_atomically,
-                               saved_config_section)
+from mlm_lessons.train import (Trainer, check_state_dict_matches, half_state_dict, load_checkpoint,
+                               load_half_state_dict, save_atomically, saved_config_section)
 
 W2V_BERT_FORMAT = "mlm_lessons.w2v_bert/1"
 SUBSAMPLING = 4                # mel frames per semantic frame: two stride-2 convolutions
@@ -509,14 +509,9 @@ class W2VBert(nn.Module):
         return {"sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "causal": self.causal,
                 "w2v_bert": dataclasses.asdict(self.config)}
 
-    def half_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights with floats stored as float16 (the quantiser's codebook stays float32)."""
-        return {key: value.half() if value.is_floating_point() and not key.startswith("quantizer.") else value
-                for key, value in self.state_dict().items()}
-
     def save(self, path: str | os.PathLike) -> Path:
         """Write the encoder alone (no optimiser state) atomically, weights in float16."""
-        save_atomically({"format": W2V_BERT_FORMAT, "config": self.config_dict(), "model": self.half_state_dict()},
+        save_atomically({"format": W2V_BERT_FORMAT, "config": self.config_dict(), "model": half_state_dict(self, keep_float32=("quantizer.",))},
                         path)
         return Path(path)
 
@@ -525,9 +520,7 @@ class W2VBert(nn.Module):
         """Rebuild from a dict written by :meth:`save` (also the ``"encoder"`` entry of a tokenizer file)."""
         settings = dict(payload["config"])
         model = cls(config=saved_config_section(W2VBertConfig, settings.pop("w2v_bert"), "w2v-BERT"), **settings)
-        check_state_dict_matches(model, payload["model"], source=source)
-        model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                               for key, value in payload["model"].items()})
+        load_half_state_dict(model, payload["model"], source=source)
         return model.eval()
 
     @classmethod
