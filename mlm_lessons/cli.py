@@ -108,9 +108,10 @@ def _train_musiclm_stage(args: argparse.Namespace, preset, data) -> None:
                          "tokens --out DIR`, then pass --tokens DIR")
     train_ids = [record.ytid for record in datasets.read_synthcaps_manifest(data) if record.split == "train"]
     spec, clips = token_files.read_token_files(args.tokens, train_ids)
+    condition_on = args.condition_on.split(",") if args.condition_on else None
     started = time.time()
     model, history = musiclm.train_stage(preset, args.stage, clips, spec, out_dir=args.out, steps=args.steps,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet, condition_on=condition_on)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"trained {history[-1]['step'] if history else 0} steps in {time.time() - started:.0f} s "
           f"({usage.ru_utime + usage.ru_stime:.0f} s of CPU time); checkpoint in {args.out}")
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "data/synthcaps-<preset>-<N>) instead of the preset's")
     train.add_argument("--tokens", default=None,
                        help="semantic | coarse | fine: the folder of token files (python -m mlm_lessons tokens)")
+    train.add_argument("--condition-on", default=None,
+                       help="semantic | coarse | fine, for ablations: a comma-separated subset of the stage's usual "
+                            "conditioning (e.g. --stage coarse --condition-on mulan: no semantic tokens)")
     train.add_argument("--out", required=True, help="run folder: last.pt is written and resumed here")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")

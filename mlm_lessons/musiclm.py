@@ -42,9 +42,11 @@ Shapes: codes ``(batch, frames, levels)`` int64; flat ids ``(batch, frames * lev
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -226,14 +228,33 @@ class StageLayout:
         return self.target.unflatten(self.target_kind, ids[:, 1:])
 
 
-def stage_layouts(config: Config) -> dict[str, StageLayout]:
-    """The layouts of MusicLM's three stages for ``config`` (module docstring): semantic given MuLan; coarse
-    given MuLan and semantic; fine given coarse."""
+CONDITIONS = {"semantic": ("mulan",), "coarse": ("mulan", "semantic"), "fine": ("coarse",)}
+
+
+def stage_layout(config: Config, stage: str, condition_on: Sequence[str] | None = None) -> StageLayout:
+    """The layout of one of MusicLM's three stages for ``config`` (module docstring): semantic given MuLan;
+    coarse given MuLan and semantic; fine given coarse.
+
+    Args:
+        condition_on: a subset of the stage's usual conditioning, for ablations (lesson 08 trains a coarse
+            stage on MuLan tokens alone to measure what the semantic tokens give it). Default: all of it.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    usual = CONDITIONS[stage]
+    prefix = usual if condition_on is None else tuple(condition_on)
+    if not prefix or any(name not in usual for name in prefix) or len(set(prefix)) != len(prefix):
+        raise ValueError(f"the {stage} stage can be conditioned on a non-empty subset of {list(usual)}, got "
+                         f"{list(prefix)}")
+    prefix = tuple(name for name in usual if name in prefix)             # the usual order
     kinds = token_kinds(config)
-    conditions = {"semantic": ("mulan",), "coarse": ("mulan", "semantic"), "fine": ("coarse",)}
-    return {stage: StageLayout(stage, TokenLayout([kinds[name] for name in prefix]),
-                               TokenLayout([kinds[stage]], specials=2), prefix, stage)
-            for stage, prefix in conditions.items()}
+    return StageLayout(stage, TokenLayout([kinds[name] for name in prefix]),
+                       TokenLayout([kinds[stage]], specials=2), prefix, stage)
+
+
+def stage_layouts(config: Config) -> dict[str, StageLayout]:
+    """The three stages' layouts, each with its usual conditioning (:func:`stage_layout`)."""
+    return {stage: stage_layout(config, stage) for stage in STAGES}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,30 +265,30 @@ class Stage(nn.Module):
     """One MusicLM stage: a decoder-only Transformer over ``layout``'s target ids, conditioned on its prefix.
 
     Args:
-        layout: what the stage reads and writes (:func:`stage_layouts`).
+        layout: what the stage reads and writes (:func:`stage_layout`).
         transformer: width, depth, heads and dropout (a preset's ``transformer`` section).
-        max_len: the longest sequence it handles, prefix + ``BOS`` + targets (its context).
+        seconds: the stretch of music it sees at once, its *window*: the context holds the prefix of that
+            stretch, ``BOS`` and its target tokens (:func:`sequence_length`).
     """
 
-    def __init__(self, layout: StageLayout, transformer: TransformerConfig, max_len: int):
+    def __init__(self, layout: StageLayout, transformer: TransformerConfig, seconds: float):
         super().__init__()
-        self.layout = layout
-        self.built_from: tuple[dict, float] | None = None     # (config dict, seconds) when made by from_config
+        self.layout, self.seconds = layout, float(seconds)
+        self.window = _frames(layout.target.kinds[layout.target_kind], seconds)   # target frames per window
+        self.built_from: dict | None = None            # the configuration, when made by from_config
         self.lm = TransformerLM(TransformerLMConfig(
-            vocab_size=layout.target.vocab_size, max_len=max_len, d_model=transformer.d_model,
-            n_layers=transformer.n_layers, n_heads=transformer.n_heads, dropout=transformer.dropout,
-            prefix_vocab_size=layout.prefix.vocab_size))
+            vocab_size=layout.target.vocab_size, max_len=sequence_length(layout, seconds),
+            d_model=transformer.d_model, n_layers=transformer.n_layers, n_heads=transformer.n_heads,
+            dropout=transformer.dropout, prefix_vocab_size=layout.prefix.vocab_size))
 
     @classmethod
-    def from_config(cls, config: Config, stage: str, seconds: float | None = None) -> "Stage":
-        """The ``stage`` of ``config``, with a context for ``seconds`` of music (default: the stage's window,
-        ``config.stages``)."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
-        layout = stage_layouts(config)[stage]
-        seconds = config.stages.seconds(stage) if seconds is None else seconds
-        model = cls(layout, config.transformer, sequence_length(layout, seconds))
-        model.built_from = (config.to_dict(), float(seconds))
+    def from_config(cls, config: Config, stage: str, seconds: float | None = None,
+                    condition_on: Sequence[str] | None = None) -> "Stage":
+        """The ``stage`` of ``config``, with a window of ``seconds`` (default: the stage's, ``config.stages``)
+        and its usual conditioning unless ``condition_on`` names a subset (:func:`stage_layout`)."""
+        layout = stage_layout(config, stage, condition_on)
+        model = cls(layout, config.transformer, config.stages.seconds(stage) if seconds is None else seconds)
+        model.built_from = config.to_dict()
         return model
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -275,8 +296,8 @@ class Stage(nn.Module):
         if self.built_from is None:
             raise ValueError("only a stage made by Stage.from_config can be saved (its configuration is needed to "
                              "rebuild it)")
-        config, seconds = self.built_from
-        save_atomically({"format": STAGE_FORMAT, "stage": self.layout.name, "config": config, "seconds": seconds,
+        save_atomically({"format": STAGE_FORMAT, "stage": self.layout.name, "config": self.built_from,
+                         "seconds": self.seconds, "condition_on": list(self.layout.prefix_kinds),
                          "model": half_state_dict(self)}, path)
         return Path(path)
 
@@ -289,7 +310,8 @@ class Stage(nn.Module):
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != STAGE_FORMAT:
             raise ValueError(f"{path} is not a MusicLM stage file (no {STAGE_FORMAT!r} format tag)")
-        model = cls.from_config(Config.from_dict(payload["config"]), payload["stage"], payload["seconds"])
+        model = cls.from_config(Config.from_dict(payload["config"]), payload["stage"], payload["seconds"],
+                                payload.get("condition_on"))
         load_half_state_dict(model, payload["model"], source=f"stage checkpoint {path}")
         return model.eval()
 
@@ -302,39 +324,108 @@ class Stage(nn.Module):
         return loss, {"accuracy": accuracy}
 
     @torch.no_grad()
-    def generate(self, conditions: dict[str, torch.Tensor], frames: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True) -> torch.Tensor:
-        """Sample ``frames`` frames of the target kind given ``conditions`` (``{kind: codes}``, as
-        :meth:`StageLayout.prefix_ids` takes them). Every sampled id is valid for its position (the layout's
-        mask), so the result always decodes. Returns codes ``(batch, frames, levels)``."""
+    def generate(self, conditions: dict[str, torch.Tensor], frames: int, prompt: torch.Tensor | None = None,
+                 temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True, overlap: float = 0.5) -> torch.Tensor:
+        """Sample ``frames`` frames of the target kind, continuing ``prompt`` if given.
+
+        Music longer than the stage's window is made window by window, as AudioLM and MusicLM do: each new
+        window starts ``overlap`` of a window before the end of what exists, takes those frames as its
+        prompt, and is conditioned on the same stretch of the time-aligned conditions (semantic or coarse
+        frames; MuLan tokens hold for the whole clip). Every sampled id is valid for its position (the
+        layout's mask), so the result always decodes.
+
+        Args:
+            conditions: ``{kind: codes}`` as :meth:`StageLayout.prefix_ids` takes them; time-aligned kinds
+                must cover the whole result (prompt and new frames).
+            frames: new frames to sample.
+            prompt: ``(batch, prompt_frames, levels)`` codes of the target kind to continue (e.g. the
+                semantic tokens of the first seconds of a clip).
+            overlap: the fraction of a window carried into the next one, in ``(0, 1)``.
+
+        Returns:
+            ``(batch, prompt_frames + frames, levels)`` int64 codes.
+        """
+        layout, device = self.layout, self.lm.embedding.weight.device
+        kind = layout.target.kinds[layout.target_kind]
+        if frames < 0:
+            raise ValueError(f"frames must be >= 0, got {frames}")
+        if not 0 < overlap < 1:
+            raise ValueError(f"overlap is the fraction of a window carried into the next, in (0, 1); got {overlap}")
+        batch = next(iter(conditions.values())).shape[0] if conditions else 1
+        if prompt is None:
+            prompt = torch.zeros(batch, 0, kind.levels, dtype=torch.long)
+        layout.target.flatten(layout.target_kind, prompt)                  # checks its shape and codes
+        total = prompt.shape[1] + frames
+        rates = self._condition_rates(conditions, total)
+        grid = math.lcm(*(rate.denominator for rate in rates.values()), 1)   # window starts every condition shares
+        keep = min(self.window - grid, max(grid, round(self.window * overlap) // grid * grid))
+        if keep < grid:
+            raise ValueError(f"the {layout.name} stage's window of {self.window} frames is too short to slide on its "
+                             f"conditions' {grid}-frame grid; build it for more seconds")
+        codes = prompt.to(device)
+        while codes.shape[1] < total:
+            done = codes.shape[1]
+            start = max(0, min(done - keep, total - self.window))
+            start = -(-start // grid) * grid                                   # up to the grid
+            end = min(start + self.window, total)
+            window_conditions = {name: value if name not in rates else
+                                 value[:, int(start * rates[name]):math.ceil(end * rates[name])]
+                                 for name, value in conditions.items()}
+            new = self._sample_window(window_conditions, codes[:, start:done], end - done, temperature, top_k,
+                                      generator, use_cache)
+            codes = torch.cat([codes, new], dim=1)
+        return codes
+
+    def _condition_rates(self, conditions: dict[str, torch.Tensor], total: int) -> dict[str, Fraction]:
+        """Condition frames per target frame of each time-aligned condition, checked to cover ``total``."""
+        target_rate = self.layout.target.kinds[self.layout.target_kind].frame_rate
+        rates = {}
+        for name in self.layout.prefix_kinds:
+            rate = self.layout.prefix.kinds[name].frame_rate
+            if rate is None or name not in conditions:
+                continue                                     # clip-level (MuLan), or missing: prefix_ids says so
+            rates[name] = Fraction(rate).limit_denominator(1000) / Fraction(target_rate).limit_denominator(1000)
+            needed = math.ceil(total * rates[name])
+            if conditions[name].shape[1] < needed:
+                raise ValueError(f"{total} {self.layout.target_kind} frames need {needed} {name} frames to "
+                                 f"condition on, got {conditions[name].shape[1]}")
+        return rates
+
+    def _sample_window(self, conditions: dict[str, torch.Tensor], prompt: torch.Tensor, frames: int,
+                       temperature: float, top_k: int | None, generator: torch.Generator | None,
+                       use_cache: bool) -> torch.Tensor:
+        """One window: ``frames`` new frames after ``prompt`` codes, given its stretch of ``conditions``."""
         layout = self.layout
-        prefix = layout.prefix_ids(conditions).to(self.lm.embedding.weight.device)
+        device = self.lm.embedding.weight.device
+        prefix = layout.prefix_ids(conditions).to(device)
         levels = layout.target.kinds[layout.target_kind].levels
+        start = layout.target_ids(prompt)                                       # BOS + the prompt's ids
         new = frames * levels
-        self._check_fits(prefix.shape[1], 1 + new)
-        prompt = torch.full((prefix.shape[0], 1), BOS_ID, dtype=torch.long, device=prefix.device)
-        allowed = layout.target.valid_ids(layout.target_kind, new, device=prefix.device)
-        ids = self.lm.generate(prompt, new, temperature=temperature, top_k=top_k, use_cache=use_cache,
+        self._check_fits(prefix.shape[1], start.shape[1] + new)
+        allowed = layout.target.valid_ids(layout.target_kind, new, start=start.shape[1] - 1, device=device)
+        ids = self.lm.generate(start, new, temperature=temperature, top_k=top_k, use_cache=use_cache,
                                generator=generator, prefix=prefix, allowed=allowed)
-        return layout.target_codes(ids)
+        return layout.target_codes(ids)[:, prompt.shape[1]:]
 
     def _check_fits(self, prefix_len: int, target_len: int) -> None:
         limit = self.lm.config.max_len
         if prefix_len + target_len > limit:
             raise ValueError(f"the {self.layout.name} stage's context is {limit} positions, but a prefix of "
                              f"{prefix_len} and {target_len} target positions need {prefix_len + target_len}: "
-                             "ask for fewer frames, or build the stage for more seconds")
+                             f"more than its window of {self.seconds:g} s")
+
+
+def _frames(kind: TokenKind, seconds: float) -> int:
+    """Frames of ``kind`` in ``seconds`` of music (one for a clip-level kind)."""
+    return 1 if kind.frame_rate is None else round(seconds * kind.frame_rate)
 
 
 def sequence_length(layout: StageLayout, seconds: float) -> int:
     """Positions a stage needs for ``seconds`` of music: its prefix, ``BOS`` and its target tokens."""
-    def count(kind: TokenKind) -> int:
-        frames = 1 if kind.frame_rate is None else round(seconds * kind.frame_rate)
-        return frames * kind.levels
-
-    prefix = sum(count(layout.prefix.kinds[name]) for name in layout.prefix_kinds)
-    return prefix + 1 + count(layout.target.kinds[layout.target_kind])
+    prefix = sum(_frames(kind, seconds) * kind.levels for kind in layout.prefix.kinds.values())
+    target = layout.target.kinds[layout.target_kind]
+    return prefix + 1 + _frames(target, seconds) * target.levels
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -355,14 +446,15 @@ class StageExamples(Dataset):
             ``acoustic``).
         spec: the token files' ``tokens.json``, checked against ``config``.
         windows_per_clip: windows drawn from each clip per epoch (more than one fills a batch from few clips).
+        condition_on: the stage's conditioning kinds, if not the usual ones (:func:`stage_layout`).
     """
 
     def __init__(self, clips: Sequence[dict], spec: dict, config: Config, stage: str, seconds: float,
-                 windows_per_clip: int = 1):
+                 windows_per_clip: int = 1, condition_on: Sequence[str] | None = None):
         check_token_spec(spec, config)
         if not clips:
             raise ValueError("no clips to train on: extract token files first (python -m mlm_lessons tokens)")
-        self.layout = stage_layouts(config)[stage]
+        self.layout = stage_layout(config, stage, condition_on)
         self.clips, self.stage, self.windows_per_clip = list(clips), stage, windows_per_clip
         tokens = config.tokens
         self.ratio = tokens.soundstream_frame_rate // tokens.semantic_frame_rate
@@ -396,17 +488,17 @@ def stage_objective(model: Stage, batch: dict):
 
 def train_stage(config: Config, stage: str, clips: Sequence[dict], spec: dict, seconds: float | None = None,
                 out_dir: str | os.PathLike | None = None, *, steps: int | None = None, resume: bool = True,
-                progress: bool = True):
+                progress: bool = True, condition_on: Sequence[str] | None = None):
     """Train one stage on token files with the package's :class:`~mlm_lessons.train.Trainer` (``config.train``:
-    batch size, learning rate, steps). ``seconds``: the window (default: the stage's, ``config.stages``).
-    Returns ``(model, history)``."""
+    batch size, learning rate, steps). ``seconds``: the window (default: the stage's, ``config.stages``);
+    ``condition_on``: a subset of its usual conditioning, for ablations. Returns ``(model, history)``."""
     seconds = config.stages.seconds(stage) if seconds is None else seconds
     if steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps))
     windows_per_clip = max(1, -(-config.train.batch_size // max(1, len(clips))))   # at least one batch per epoch
-    data = StageExamples(clips, spec, config, stage, seconds, windows_per_clip)
+    data = StageExamples(clips, spec, config, stage, seconds, windows_per_clip, condition_on)
     torch.manual_seed(config.train.seed)
-    model = Stage.from_config(config, stage, seconds)
+    model = Stage.from_config(config, stage, seconds, condition_on)
     trainer = Trainer(model, config, data, stage_objective, out_dir=out_dir, resume=resume and out_dir is not None,
                       progress=progress)
     history = trainer.fit()

@@ -156,3 +156,11 @@ def test_train_a_musiclm_stage_on_token_files_resumes_and_exports(tmp_path, caps
     stage = musiclm.Stage.load(tmp_path / "fine.pt")
     coarse = torch.zeros(1, 5, config.get_preset("tiny").tokens.coarse_levels, dtype=torch.long)
     assert stage.generate({"coarse": coarse}, frames=5).shape == (1, 5, stage.layout.target.kinds["fine"].levels)
+    cli.main(["train", "--stage", "coarse", "--condition-on", "mulan", "--data", str(data), "--tokens",
+              str(tmp_path / "tokens"), "--out", str(tmp_path / "ablation"), "--steps", "1", "--quiet",
+              "--export", str(tmp_path / "coarse-mulan.pt")])
+    assert musiclm.Stage.load(tmp_path / "coarse-mulan.pt").layout.prefix_kinds == ("mulan",)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "fine", "--condition-on", "semantic", "--data", str(data), "--tokens",
+                  str(tmp_path / "tokens"), "--out", str(tmp_path / "bad"), "--quiet"])
+    assert "non-empty subset of ['coarse']" in capsys.readouterr().err

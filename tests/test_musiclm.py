@@ -156,15 +156,67 @@ def test_a_stage_learns_its_tokens_by_teacher_forcing():
     assert loss.item() < 0.2 * first and metrics["accuracy"] > 0.9
     model.eval()
     assert torch.equal(model.generate(conditions_for("coarse", batch=8), frames=4, temperature=0.0), codes)
+    continued = model.generate(conditions_for("coarse", batch=8), frames=2, prompt=codes[:, :2], temperature=0.0)
+    assert torch.equal(continued, codes)                                # a prompt is continued, not restarted
 
 
-def test_asking_for_more_than_the_context_is_a_clear_error():
+def test_music_longer_than_a_window_is_made_window_by_window_on_aligned_conditions(monkeypatch):
+    model = small_stage("coarse", seconds=0.2)                 # a window of 10 coarse frames, 5 semantic ones
+    assert model.window == 10
+    conditions = conditions_for("coarse", batch=1)
+    conditions["semantic"] = torch.randint(TINY.tokens.semantic_clusters, (1, 12, 1))   # enough for 24 frames
+    prompt = torch.randint(TINY.tokens.codebook_size, (1, 3, TINY.tokens.coarse_levels))
+    windows = []
+    sample_window = model._sample_window
+
+    def record(window_conditions, window_prompt, frames, *args):
+        windows.append((window_conditions, window_prompt, frames))
+        return sample_window(window_conditions, window_prompt, frames, *args)
+
+    monkeypatch.setattr(model, "_sample_window", record)
+    codes = model.generate(conditions, frames=20, prompt=prompt, generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (1, 23, TINY.tokens.coarse_levels) and torch.equal(codes[:, :3], prompt)
+    done = prompt.shape[1]
+    for window_conditions, window_prompt, frames in windows:
+        start, end = done - window_prompt.shape[1], done + frames
+        assert start % 2 == 0 and end - start <= 10              # starts on a semantic frame, fits the window
+        assert torch.equal(window_prompt, codes[:, start:done])                  # continues what exists
+        assert torch.equal(window_conditions["semantic"], conditions["semantic"][:, start // 2:-(-end // 2)])
+        assert torch.equal(window_conditions["mulan"], conditions["mulan"])
+        done = end
+    assert all(w[1].shape[1] + w[2] >= 9 for w in windows[1:])    # later windows are full, to the semantic grid
+    assert sum(frames for _, _, frames in windows) == 20 and all(w[1].shape[1] >= 4 for w in windows[1:])
+    with pytest.raises(ValueError, match="24 coarse frames need 12 semantic frames to condition on, got 11"):
+        model.generate({**conditions, "semantic": conditions["semantic"][:, :11]}, frames=21, prompt=prompt)
+    with pytest.raises(ValueError, match="overlap"):
+        model.generate(conditions, frames=4, overlap=1.0)
+
+
+def test_a_stage_refuses_examples_longer_than_its_window_and_unknown_stages():
     model = small_stage("semantic", seconds=0.2)                     # 1 x 4 MuLan + BOS + 5 semantic frames
     assert model.lm.config.max_len == TINY.tokens.mulan_rvq_levels + 1 + 5
+    prefix = model.layout.prefix_ids(conditions_for("semantic", batch=1))
+    target = model.layout.target_ids(torch.zeros(1, 6, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="context is 10 positions, but a prefix of 4 and 7 target positions"):
-        model.generate({"mulan": torch.zeros(1, 1, TINY.tokens.mulan_rvq_levels, dtype=torch.long)}, frames=6)
+        model.loss(prefix, target)
     with pytest.raises(ValueError, match="unknown stage 'loud'"):
         musiclm.Stage.from_config(TINY, "loud")
+
+
+def test_an_ablated_stage_reads_only_the_conditions_it_is_given(tmp_path):
+    layout = musiclm.stage_layout(TINY, "coarse", ["semantic", "mulan"])
+    assert layout.prefix_kinds == ("mulan", "semantic")                    # the usual order
+    alone = musiclm.stage_layout(TINY, "coarse", ["mulan"])
+    assert alone.prefix_kinds == ("mulan",) and alone.prefix.vocab_size < layout.prefix.vocab_size
+    for wrong in (["fine"], [], ["mulan", "mulan"]):
+        with pytest.raises(ValueError, match=r"non-empty subset of \['mulan', 'semantic'\]"):
+            musiclm.stage_layout(TINY, "coarse", wrong)
+    torch.manual_seed(0)
+    model = musiclm.Stage.from_config(dataclasses.replace(TINY, transformer=SMALL_LM), "coarse", 0.2, ["mulan"])
+    loaded = musiclm.Stage.load(model.save(tmp_path / "coarse-mulan.pt"))
+    assert loaded.layout.prefix_kinds == ("mulan",)
+    mulan_only = {"mulan": conditions_for("coarse")["mulan"]}
+    assert torch.equal(loaded.generate(mulan_only, 12, temperature=0.0), model.generate(mulan_only, 12, temperature=0.0))
 
 
 # -- training on token files ----------------------------------------------------------------------------
