@@ -2,8 +2,8 @@
 
 Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
 highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram`, the w2v-BERT
-lesson its encoder with :func:`w2v_bert_diagram` and the MuLan lesson its two towers with
-:func:`mulan_diagram`. All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no
+lesson its encoder with :func:`w2v_bert_diagram`, the MuLan lesson its two towers with
+:func:`mulan_diagram` and the stages lesson its token layouts with :func:`stage_layouts_diagram`. All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no
 image files), and every number in a label comes from an argument or from the papers, so a figure
 cannot quietly disagree with the code::
 
@@ -14,6 +14,7 @@ cannot quietly disagree with the code::
     w2v_bert_diagram(contrastive_layers=8, mlm_layers=16,      # the paper's: tokens from layer 15
                      token_layer=15, num_clusters=1024)
     mulan_diagram()                                            # the course's MuLan: 64-d, 4 × 256 tokens
+    stage_layouts_diagram(musiclm.stage_layouts(config))       # lesson 08: what each stage reads
     musiclm_diagram(highlight="soundstream")                   # "... — this lesson: SoundStream"
 
 Like :mod:`mlm_lessons.viz`, each function draws on an ``ax`` it is given (or on a new figure) and
@@ -622,6 +623,114 @@ def musiclm_diagram(highlight: str | None = None, ax=None):
     # ...and the decoder needs all twelve levels, so the coarse ones also go straight to A.
     _arrow(ax, (coarse, row - 0.4), (coarse, 0.55), (a, 0.55), (a, row - 0.31))
     _on_line(ax, ((coarse + a) / 2, 0.55), "levels 1–4", _INK)
+    return ax
+
+
+def stage_layouts_diagram(layouts: dict, semantic_frames: int = 3, ax=None):
+    """What each MusicLM stage reads and predicts, token by token, for ``semantic_frames`` frames of music.
+
+    Top: the tokens of one stretch of music on a common time axis: the clip's MuLan tokens (one frame
+    for the whole clip), its semantic frames and its acoustic frames (coarse and fine RVQ levels), each
+    acoustic cell numbered in the order its stage reads it (frame by frame, level by level). Below: the
+    sequence of each stage, its prefix (conditioning, never predicted), ``BOS``, then the targets it
+    predicts one at a time. Every count comes from ``layouts`` (:func:`mlm_lessons.musiclm.stage_layouts`):
+    the kinds' levels and frame rates.
+
+    Each token cell has the ``gid`` ``"<stage>/<prefix|target>/<kind>"`` (or ``"tokens/<kind>"`` at the
+    top), so that tests can count them.
+    """
+    kinds = {}
+    for layout in layouts.values():
+        kinds.update(layout.prefix.kinds)
+        kinds.update(layout.target.kinds)
+    semantic_rate = kinds["semantic"].frame_rate
+    ratio = round(kinds["coarse"].frame_rate / semantic_rate)
+    acoustic_frames = semantic_frames * ratio
+    seconds = semantic_frames / semantic_rate
+    shade = {"mulan": _PALETTE["mulan"], "semantic": _PALETTE["w2v_bert"], "coarse": _PALETTE["soundstream"],
+             "fine": _PALETTE["quantiser"]}
+    cell = 0.3
+
+    def frames_of(name):
+        return 1 if kinds[name].frame_rate is None else round(seconds * kinds[name].frame_rate)
+
+    rows = len(layouts)
+    stage_lengths = [sum(frames_of(k) * kinds[k].levels for k in layout.prefix_kinds) + 1
+                     + frames_of(layout.target_kind) * kinds[layout.target_kind].levels for layout in layouts.values()]
+    width = max(12.0, 3.0 + cell * max(stage_lengths) + 3.2)
+    height = 2.7 + rows * 0.7
+    ax = _canvas(ax, width, height, f"What each stage reads and predicts: {seconds * 1000:g} ms of music "
+                                   f"({semantic_frames} semantic frames)")
+
+    def token_cell(x, y, name, gid, label="", strong=False):
+        tint, edge = shade[name]
+        ax.add_patch(Rectangle((x, y), cell * 0.94, cell * 0.94, facecolor=edge if strong else tint,
+                               edgecolor=edge, linewidth=1.0, gid=gid))
+        if label:
+            ax.text(x + cell * 0.47, y + cell * 0.47, label, fontsize=6.5, ha="center", va="center",
+                    color="white" if strong else _INK)
+
+    # Top: the tokens of the stretch, on one time axis (an acoustic frame is one cell wide).
+    top = height - 0.75
+    left = 3.0
+    ax.text(left - 0.2, top - 0.1, "the tokens of the stretch", fontsize=_TITLE_SIZE, fontweight="bold",
+            ha="right", va="center", color=_INK)
+    for level in range(kinds["mulan"].levels):
+        token_cell(0.6 + level * cell, top - 0.55, "mulan", "tokens/mulan", f"M{level + 1}")
+    ax.text(0.6 + kinds["mulan"].levels * cell / 2, top - 0.7, "MuLan: one frame\nfor the whole clip",
+            fontsize=_DETAIL_SIZE - 1, ha="center", va="top", color=_INK)
+    for frame in range(semantic_frames):
+        tint, edge = shade["semantic"]
+        ax.add_patch(Rectangle((left + frame * ratio * cell, top - 0.35), ratio * cell * 0.97, cell * 0.94,
+                               facecolor=tint, edgecolor=edge, gid="tokens/semantic"))
+        ax.text(left + (frame + 0.5) * ratio * cell, top - 0.35 + cell * 0.47, f"S{frame + 1}", fontsize=6.5,
+                ha="center", va="center", color=_INK)
+    ax.text(left + acoustic_frames * cell + 0.15, top - 0.2, f"semantic, {semantic_rate:g} frames/s",
+            fontsize=_DETAIL_SIZE, va="center", color=_INK)
+    order = {"coarse": 0, "fine": 0}
+    level_rows = [("coarse", level) for level in range(kinds["coarse"].levels)] + \
+                 [("fine", level) for level in range(kinds["fine"].levels)]
+    numbers = {}
+    for frame in range(acoustic_frames):
+        for name, level in level_rows:
+            order[name] += 1
+            numbers[name, frame, level] = order[name]
+    for row, (name, level) in enumerate(level_rows):
+        y = top - 0.75 - row * cell
+        for frame in range(acoustic_frames):
+            token_cell(left + frame * cell, y, name, f"tokens/{name}", str(numbers[name, frame, level]))
+        first = kinds["coarse"].levels if name == "fine" else 0
+        ax.text(left - 0.1, y + cell / 2, f"{name} level {first + level + 1}", fontsize=_DETAIL_SIZE - 1,
+                ha="right", va="center", color=_INK)
+    ax.text(left + acoustic_frames * cell + 0.15, top - 0.75 - (len(level_rows) / 2 - 1) * cell,
+            f"acoustic, {kinds['coarse'].frame_rate:g} frames/s:\nnumbers give the order a stage reads them",
+            fontsize=_DETAIL_SIZE, va="center", color=_INK)
+
+    # Below: each stage's sequence, prefix then BOS then targets.
+    for row, layout in enumerate(layouts.values()):
+        y = top - 0.75 - len(level_rows) * cell - 0.35 - row * 0.7
+        ax.text(left - 0.2, y + cell / 2, f"{layout.name} stage", fontsize=_TITLE_SIZE, fontweight="bold",
+                ha="right", va="center", color=_INK)
+        x = left
+        for name in layout.prefix_kinds:
+            for _ in range(frames_of(name) * kinds[name].levels):
+                token_cell(x, y, name, f"{layout.name}/prefix/{name}")
+                x += cell
+        ax.add_patch(Rectangle((x, y), cell * 0.94, cell * 0.94, facecolor="white", edgecolor=_INK,
+                               gid=f"{layout.name}/bos"))
+        ax.text(x + cell * 0.47, y + cell * 0.47, "B", fontsize=6.5, ha="center", va="center", color=_INK)
+        x += cell
+        for frame in range(frames_of(layout.target_kind)):
+            for level in range(kinds[layout.target_kind].levels):
+                label = (str(numbers[layout.target_kind, frame, level]) if layout.target_kind in order
+                         else f"S{frame + 1}")
+                token_cell(x, y, layout.target_kind, f"{layout.name}/target/{layout.target_kind}", label,
+                           strong=True)
+                x += cell
+        reads = " + ".join(f"{frames_of(name) * kinds[name].levels} {name}" for name in layout.prefix_kinds)
+        predicts = frames_of(layout.target_kind) * kinds[layout.target_kind].levels
+        ax.text(x + 0.15, y + cell / 2, f"reads {reads} (its prefix)\npredicts {predicts} {layout.target_kind}, "
+                "one at a time", fontsize=_DETAIL_SIZE, va="center", color=_INK)
     return ax
 
 

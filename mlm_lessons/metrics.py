@@ -14,6 +14,13 @@ Lesson 05 measures its codec with three of them, and lesson 09 adds the paper's 
   and ``exp(entropy)`` of their empirical distribution, the number of equally likely codes that would
   have the same entropy. A collapsed codebook has perplexity near 1; a perfectly used one near
   ``codebook_size``.
+* **Chroma agreement** (lesson 08): how much two clips play the same notes at the same times. A
+  *chromagram* folds a spectrogram's frequencies onto the 12 pitch classes of the octave (C, C#, ...,
+  B): frame ``t`` says how much of each pitch class sounds then, whatever the octave or the timbre.
+  The agreement of two equally long clips is the mean over frames of the cosine of their chroma
+  vectors: 1 when the same pitch classes sound at the same moments, lower when the melody or the
+  harmony differs. It ignores timbre, so it asks whether a generated clip kept a melody, not whether it
+  sounds like the original.
 """
 
 from __future__ import annotations
@@ -100,3 +107,48 @@ def codebook_perplexity(codes: torch.Tensor, codebook_size: int) -> float:
     probabilities = probabilities / probabilities.sum()
     entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum()
     return entropy.exp().item()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chroma (lesson 08)
+
+CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def chroma(audio: torch.Tensor, sample_rate: int, n_fft: int = 2048, hop_length: int = 512,
+           lowest: float = 100.0, highest: float = 4000.0) -> torch.Tensor:
+    """Chromagram: ``(time,)`` or ``(batch, time)`` audio -> ``(batch, frames, 12)``, each frame's STFT
+    magnitudes between ``lowest`` and ``highest`` Hz summed into the pitch class of the nearest equal-
+    tempered note (index 0 = C, 9 = A at 440 Hz), then scaled to unit length (silent frames stay 0).
+
+    ``n_fft`` = 2048 at 16 kHz resolves 7.8 Hz, under a semitone above about 130 Hz; below ``lowest``
+    bins span several semitones and are left out.
+    """
+    audio = torch.as_tensor(audio).float()
+    if audio.dim() == 1:
+        audio = audio[None]
+    if audio.dim() != 2 or audio.shape[-1] < n_fft:
+        raise AudioError(f"chroma expects (time,) or (batch, time) audio of at least n_fft={n_fft} samples, got "
+                         f"shape {tuple(audio.shape)}")
+    if not 0 < lowest < highest <= sample_rate / 2:
+        raise AudioError(f"chroma needs 0 < lowest < highest <= sample_rate / 2, got {lowest}, {highest} at "
+                         f"{sample_rate} Hz")
+    spectrum = torch.stft(audio, n_fft, hop_length, window=torch.hann_window(n_fft, device=audio.device),
+                          return_complex=True).abs()                                  # (batch, bins, frames)
+    frequencies = torch.arange(spectrum.shape[1], device=audio.device) * sample_rate / n_fft
+    used = (frequencies >= lowest) & (frequencies <= highest)
+    midi = 69 + 12 * torch.log2(frequencies[used] / 440.0)
+    pitch_class = torch.round(midi).long() % 12
+    folding = torch.zeros(int(used.sum()), 12, device=audio.device)
+    folding[torch.arange(len(pitch_class)), pitch_class] = 1.0                      # (used bins, 12)
+    classes = spectrum[:, used].transpose(1, 2) @ folding                           # (batch, frames, 12)
+    return classes / classes.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def chroma_agreement(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Mean over frames of the cosine between the chroma vectors of two equally long clips: ``()`` or
+    ``(batch,)``, 1 for the same pitch classes at the same times (module docstring)."""
+    estimate, reference = _paired_audio(estimate, reference, "chroma_agreement")
+    cosine = (chroma(estimate, sample_rate) * chroma(reference, sample_rate)).sum(dim=-1)   # (batch, frames)
+    agreement = cosine.mean(dim=-1)
+    return agreement[0] if estimate.dim() == 1 else agreement

@@ -79,6 +79,16 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
 
 
 @torch.no_grad()
+def clip_tokens(audio: torch.Tensor, codec, semantic, mulan) -> dict[str, torch.Tensor]:
+    """The tokens of a batch of clips ``(batch, samples)`` at the models' sample rate, as the stages read them:
+    ``{"mulan": (batch, mulan levels), "semantic": (batch, frames), "acoustic": (batch, frames, levels)}``,
+    int64. The acoustic frames are twice the semantic ones at 50 and 25 Hz."""
+    with torch.no_grad():
+        return {"mulan": mulan.audio_tokens(audio),
+                "semantic": semantic.semantic_tokens(audio),
+                "acoustic": codec.encode(audio, pad=True).transpose(1, 2)}
+
+
 def extract_tokens(records: Sequence, out_dir: str | os.PathLike, codec, semantic, mulan,
                    sources: dict[str, str | os.PathLike] | None = None, progress: bool = True) -> Path:
     """Write the token file of every clip in ``records`` (items with ``.ytid`` and ``.path``) into ``out_dir``.
@@ -107,11 +117,9 @@ def extract_tokens(records: Sequence, out_dir: str | os.PathLike, codec, semanti
     todo = [record for record in records if not (out_dir / f"{record.ytid}.pt").exists()]
     for record in tqdm(todo, desc=f"tokens -> {out_dir}", unit="clip", disable=not progress):
         audio, _ = load_audio(record.path, sample_rate=spec["sample_rate"])
-        tokens = {"mulan": mulan.audio_tokens(audio)[0],                                  # (levels,)
-                  "semantic": semantic.semantic_tokens(audio)[0],                         # (frames,)
-                  "acoustic": codec.encode(audio, pad=True)[0].T}                         # (frames, levels)
+        tokens = clip_tokens(audio[None], codec, semantic, mulan)
         with atomic_path(out_dir / f"{record.ytid}.pt") as temporary:
-            torch.save({name: value.to(torch.int16) for name, value in tokens.items()}, temporary)
+            torch.save({name: value[0].to(torch.int16) for name, value in tokens.items()}, temporary)
     return spec_path
 
 

@@ -1,5 +1,6 @@
 """Diagrams show what their arguments say, highlight the right part, and stay readable."""
 
+import collections
 import itertools
 
 import matplotlib
@@ -249,3 +250,19 @@ def test_unknown_highlight_lists_the_valid_names():
         diagrams.musiclm_diagram(highlight="vocoder")
     for name in ("soundstream", "w2v_bert", "mulan", "stages", "attention"):
         assert repr(name) in str(error.value)
+
+
+def test_stage_layouts_diagram_draws_as_many_cells_as_each_stage_reads_and_predicts():
+    from mlm_lessons import config, musiclm
+
+    frames = {"mulan": 1, "semantic": 2, "coarse": 4, "fine": 4}      # 2 semantic frames = 4 acoustic ones
+    for preset in ("tiny", "paper"):
+        layouts = musiclm.stage_layouts(config.get_preset(preset))
+        ax = diagrams.stage_layouts_diagram(layouts, semantic_frames=2)
+        cells = collections.Counter(patch.get_gid() for patch in ax.patches)
+        for name, layout in layouts.items():
+            for kind in layout.prefix_kinds:
+                assert cells[f"{name}/prefix/{kind}"] == frames[kind] * layout.prefix.kinds[kind].levels
+            assert cells[f"{name}/target/{name}"] == frames[name] * layout.target.kinds[name].levels
+            assert cells[f"{name}/bos"] == 1
+        assert cells["tokens/fine"] == frames["fine"] * layouts["fine"].target.kinds["fine"].levels

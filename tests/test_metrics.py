@@ -61,3 +61,27 @@ def test_bad_inputs_are_clear_errors():
         metrics.codebook_usage(torch.tensor([0, 9]), 8)
     with pytest.raises(ValueError, match="integer"):
         metrics.codebook_perplexity(torch.tensor([0.5]), 8)
+
+
+def test_chroma_finds_the_pitch_class_of_a_tone_in_any_octave():
+    for frequency, name in ((440.0, "A"), (261.63, "C"), (523.25, "C"), (196.0, "G"), (311.13, "D#")):
+        classes = metrics.chroma(_tone(1.0, frequency=frequency), 16_000)                   # (1, frames, 12)
+        assert classes.shape[-1] == 12 and torch.allclose(classes.norm(dim=-1), torch.ones(classes.shape[1]))
+        assert metrics.CHROMA_NAMES[int(classes.mean(dim=1).argmax())] == name
+    assert metrics.chroma(torch.zeros(4096), 16_000).abs().sum() == 0           # silence stays 0, not NaN
+
+
+def test_chroma_agreement_rewards_the_same_notes_and_ignores_timbre_and_octave():
+    a, c = _tone(1.0, frequency=440.0), _tone(1.0, frequency=261.63)
+    a_brighter = sum(level * _tone(1.0, frequency=f) for level, f in ((0.6, 440.0), (0.4, 880.0), (0.2, 1760.0)))
+    assert metrics.chroma_agreement(a, a, 16_000) > 0.99
+    assert metrics.chroma_agreement(a_brighter, a, 16_000) > 0.95
+    assert metrics.chroma_agreement(c, a, 16_000) < 0.2
+    melody = torch.cat([_tone(0.5, frequency=440.0), _tone(0.5, frequency=261.63)])
+    reversed_melody = torch.cat([_tone(0.5, frequency=261.63), _tone(0.5, frequency=440.0)])   # other order
+    both = metrics.chroma_agreement(torch.stack([melody, reversed_melody]), torch.stack([melody, melody]), 16_000)
+    assert both.shape == (2,) and both[0] > 0.99 and both[1] < 0.4
+    with pytest.raises(AudioError, match="same shape"):
+        metrics.chroma_agreement(a, c[:8000], 16_000)
+    with pytest.raises(AudioError, match="at least n_fft"):
+        metrics.chroma(torch.zeros(100), 16_000)
