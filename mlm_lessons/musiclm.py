@@ -28,10 +28,13 @@ tokens of several kinds become one sequence of integer ids.
    pattern.
 5. **A stage** (:class:`StageLayout`) is a prefix layout (the kinds it is conditioned on, fed through
    ``TransformerLM``'s prefix hook) and a target layout (the kind it predicts). :func:`stage_layouts` builds
-   the three from a :class:`~mlm_lessons.config.Config`.
+   the three from a :class:`~mlm_lessons.config.Config`; :func:`stage_layout` also builds ablations that
+   drop some conditioning (a coarse stage without semantic tokens).
 6. **The stage model** (:class:`Stage`): lesson 02's ``TransformerLM`` over a stage's target ids, its
-   prefix the conditioning ids. Training is next-token cross-entropy (teacher forcing); generation samples
-   one token at a time with the KV cache, masked to the ids valid at each position.
+   prefix the conditioning ids, its context one *window* of music (``config.stages``). Training is
+   next-token cross-entropy (teacher forcing); generation samples one token at a time with the KV cache,
+   masked to the ids valid at each position, and makes longer music window by window, each window
+   continuing the one before on its own stretch of the time-aligned conditions.
 7. **Training examples** (:class:`StageExamples`): aligned windows of a clip's token files (lesson 08's
    ``python -m mlm_lessons tokens``): the same stretch of music as semantic frames and as acoustic frames,
    cut into each stage's prefix and target; :func:`train_stage` runs the one ``Trainer`` on them.
@@ -329,7 +332,7 @@ class Stage(nn.Module):
                  use_cache: bool = True, overlap: float = 0.5) -> torch.Tensor:
         """Sample ``frames`` frames of the target kind, continuing ``prompt`` if given.
 
-        Music longer than the stage's window is made window by window, as AudioLM and MusicLM do: each new
+        Music longer than the stage's window is made window by window (a sliding window): each new
         window starts ``overlap`` of a window before the end of what exists, takes those frames as its
         prompt, and is conditioned on the same stretch of the time-aligned conditions (semantic or coarse
         frames; MuLan tokens hold for the whole clip). Every sampled id is valid for its position (the

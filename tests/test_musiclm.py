@@ -7,6 +7,7 @@ import torch
 
 from mlm_lessons import config, musiclm
 from mlm_lessons.musiclm import BOS_ID, PAD_ID, TokenKind, TokenLayout
+from mlm_lessons.train import CheckpointMismatchError
 
 TINY = config.get_preset("tiny")
 COARSE = TokenKind("coarse", 2, 5)
@@ -284,3 +285,8 @@ def test_a_stage_saves_and_loads(tmp_path):
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a MusicLM stage file"):
         musiclm.Stage.load(tmp_path / "other.pt")
+    payload = torch.load(tmp_path / "coarse.pt", weights_only=True)
+    payload["config"]["tokens"]["semantic_clusters"] = 64                # weights made for 128 semantic clusters
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointMismatchError, match="stage checkpoint .*edited.pt"):
+        musiclm.Stage.load(tmp_path / "edited.pt")
