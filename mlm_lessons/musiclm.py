@@ -38,6 +38,8 @@ tokens of several kinds become one sequence of integer ids.
 7. **Training examples** (:class:`StageExamples`): aligned windows of a clip's token files (lesson 08's
    ``python -m mlm_lessons tokens``): the same stretch of music as semantic frames and as acoustic frames,
    cut into each stage's prefix and target; :func:`train_stage` runs the one ``Trainer`` on them.
+8. **The cascade** (:func:`cascade`): generation runs the stages one after the other, each reading what
+   the one before wrote: MuLan tokens -> semantic -> coarse -> fine, ready for SoundStream's decoder.
 
 Shapes: codes ``(batch, frames, levels)`` int64; flat ids ``(batch, frames * levels)`` int64.
 """
@@ -506,3 +508,49 @@ def train_stage(config: Config, stage: str, clips: Sequence[dict], spec: dict, s
                       progress=progress)
     history = trainer.fit()
     return model.eval(), history
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. The cascade
+
+
+def cascade(stages: dict[str, Stage], mulan: torch.Tensor, seconds: float, temperatures: dict[str, float],
+            top_k: int | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """MusicLM's generation path: from MuLan codes ``(batch, 1, levels)`` (of a clip, or of a caption) the
+    semantic stage writes ``seconds`` of semantic tokens, the coarse stage renders them, the fine stage
+    refines them; each stage makes music longer than its window window by window.
+
+    Args:
+        stages: ``{"semantic", "coarse", "fine"}`` stages built for the same token kinds.
+        temperatures: per stage (e.g. ``config.stages.temperature(name)``: the paper's 1.0, 0.95, 0.4).
+
+    Returns:
+        ``{"semantic": (batch, frames, 1), "coarse": (batch, 2 * frames, coarse levels), "fine": (...),
+        "acoustic": (batch, 2 * frames, all levels)}`` codes; ``SoundStream.decode(acoustic.transpose(1, 2))``
+        plays them (at 25 and 50 frames per second).
+
+    Raises:
+        ValueError: if a stage is missing, or the stages disagree on a kind of token (made for different
+            codecs, tokenizers or MuLan models), naming the kind.
+    """
+    missing = [name for name in STAGES if name not in stages]
+    if missing:
+        raise ValueError(f"the cascade needs the stages {list(STAGES)}; missing {missing}")
+    written = {name: stages[name].layout.target.kinds[name] for name in STAGES}
+    for reader in STAGES:
+        for name, kind in stages[reader].layout.prefix.kinds.items():
+            if name in written and written[name] != kind:
+                raise ValueError(f"the {reader} stage reads {name} tokens as {kind}, but the {name} stage writes "
+                                 f"{written[name]}: stages made for different token models")
+    kinds = stages["coarse"].layout.prefix.kinds
+    if "mulan" in kinds and mulan.shape[1:] != (1, kinds["mulan"].levels):
+        raise ValueError(f"MuLan codes must be (batch, 1, {kinds['mulan'].levels}), got {tuple(mulan.shape)}")
+    semantic = stages["semantic"].generate({"mulan": mulan}, _frames(written["semantic"], seconds),
+                                           temperature=temperatures["semantic"], top_k=top_k, generator=generator)
+    conditions = {"mulan": mulan, "semantic": semantic}
+    coarse = stages["coarse"].generate({name: conditions[name] for name in stages["coarse"].layout.prefix_kinds},
+                                       _frames(written["coarse"], seconds), temperature=temperatures["coarse"],
+                                       top_k=top_k, generator=generator)
+    fine = stages["fine"].generate({"coarse": coarse}, coarse.shape[1], temperature=temperatures["fine"],
+                                   top_k=top_k, generator=generator)
+    return {"semantic": semantic, "coarse": coarse, "fine": fine, "acoustic": torch.cat([coarse, fine], dim=2)}

@@ -290,3 +290,24 @@ def test_a_stage_saves_and_loads(tmp_path):
     torch.save(payload, tmp_path / "edited.pt")
     with pytest.raises(CheckpointMismatchError, match="stage checkpoint .*edited.pt"):
         musiclm.Stage.load(tmp_path / "edited.pt")
+
+
+def test_the_cascade_writes_every_kind_in_turn_for_music_longer_than_any_window():
+    stages = {name: small_stage(name, seconds=0.2) for name in musiclm.STAGES}     # 0.2-s windows
+    mulan_codes = conditions_for("semantic", batch=2)["mulan"]
+    temperatures = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}
+    tokens = musiclm.cascade(stages, mulan_codes, seconds=0.6, temperatures=temperatures,
+                             generator=torch.Generator().manual_seed(0))
+    tiny = TINY.tokens
+    assert tokens["semantic"].shape == (2, 15, 1) and tokens["coarse"].shape == (2, 30, tiny.coarse_levels)
+    assert tokens["acoustic"].shape == (2, 30, tiny.rvq_levels)
+    assert torch.equal(tokens["acoustic"][..., :tiny.coarse_levels], tokens["coarse"])
+    assert int(tokens["acoustic"].max()) < tiny.codebook_size and int(tokens["semantic"].max()) < tiny.semantic_clusters
+    again = musiclm.cascade(stages, mulan_codes, 0.6, temperatures, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(tokens[name], again[name]) for name in tokens)            # determined by the seed
+    other = dataclasses.replace(TINY, transformer=SMALL_LM, tokens=dataclasses.replace(TINY.tokens, semantic_clusters=64))
+    with pytest.raises(ValueError, match="the coarse stage reads semantic tokens as .* stages made for different"):
+        musiclm.cascade({**stages, "semantic": musiclm.Stage.from_config(other, "semantic", 0.2)}, mulan_codes, 0.6,
+                        temperatures)
+    with pytest.raises(ValueError, match=r"missing \['fine'\]"):
+        musiclm.cascade({name: stages[name] for name in ("semantic", "coarse")}, mulan_codes, 0.6, temperatures)

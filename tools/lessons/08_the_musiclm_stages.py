@@ -508,25 +508,15 @@ assert held_scores["coarse"]["loss"] < ablation_scores["loss"]
 # the MuLan *audio* tokens of a clip in place of the *text* tokens of a prompt (lesson 09 puts the text
 # tower in front). Did the music keep what the MuLan tokens say? MuLan's zero-shot tagging (lesson 07)
 # names each generated clip's lead instrument; we compare with the instrument the conditioning clip
-# was rendered with.
+# was rendered with. The cascade is `musiclm.cascade`: the semantic stage's output is the coarse
+# stage's condition, whose output is the fine stage's condition.
 
 # %%
-def cascade(mulan_codes, seconds, generator):
-    """MuLan codes (clips, 1, levels) -> semantic, coarse and fine codes for ``seconds`` of music."""
-    semantic = stages["semantic"].generate({"mulan": mulan_codes}, frames=int(seconds * semantic_rate),
-                                           temperature=PRESET_CONFIG.stages.temperature("semantic"),
-                                           generator=generator)
-    coarse = stages["coarse"].generate({"mulan": mulan_codes, "semantic": semantic},
-                                       frames=int(seconds * acoustic_rate),
-                                       temperature=PRESET_CONFIG.stages.temperature("coarse"), generator=generator)
-    fine = stages["fine"].generate({"coarse": coarse}, frames=coarse.shape[1],
-                                   temperature=PRESET_CONFIG.stages.temperature("fine"), generator=generator)
-    return semantic, coarse, fine
-
+temperatures = {name: PRESET_CONFIG.stages.temperature(name) for name in musiclm.STAGES}
 started = time.perf_counter()
-generated_semantic, generated_coarse, generated_fine = cascade(
-    held["mulan"][:, None], PRESET_CONFIG.data.clip_seconds, torch.Generator().manual_seed(SEED))
-generated_audio = decoded(torch.cat([generated_coarse, generated_fine], dim=2))
+generated = musiclm.cascade(stages, held["mulan"][:, None], PRESET_CONFIG.data.clip_seconds, temperatures,
+                            generator=torch.Generator().manual_seed(SEED))
+generated_audio = decoded(generated["acoustic"])
 elapsed = time.perf_counter() - started
 print(f"{len(generated_audio)} clips of {PRESET_CONFIG.data.clip_seconds:g} s in {elapsed:.0f} s "
       f"({elapsed / (len(generated_audio) * PRESET_CONFIG.data.clip_seconds):.2f} s of CPU per second of music)")
