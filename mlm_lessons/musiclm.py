@@ -20,7 +20,8 @@ tokens of several kinds become one sequence of integer ids.
 3. **One id space per sequence** (:class:`TokenLayout`). Code ``c`` of level ``l`` of a kind becomes the id
    ``offset(kind, l) + c``: every (kind, level) owns its own block of ids, so the same code at two levels
    is two different tokens with two different embeddings. Special tokens come first: ``PAD_ID = 0``
-   (filling, never predicted) and, in a target layout, ``BOS_ID = 1`` (the start of what a stage
+   (filling, never predicted: music shorter than a stage's window is padded to a full window's layout,
+   so every token keeps the position the stage learned it at) and, in a target layout, ``BOS_ID = 1`` (the start of what a stage
    generates).
 4. **Valid ids per position.** At a position where level ``l`` is due, only the ids of that level's block
    are valid. :meth:`TokenLayout.valid_ids` gives the mask, so generation samples only tokens that mean
@@ -212,18 +213,32 @@ class StageLayout:
     prefix_kinds: tuple[str, ...]
     target_kind: str
 
-    def prefix_ids(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The conditioning ``{kind: codes}`` -> prefix ids ``(batch, prefix_len)``, kinds in layout order."""
+    def prefix_ids(self, codes: dict[str, torch.Tensor], seconds: float | None = None) -> torch.Tensor:
+        """The conditioning ``{kind: codes}`` -> prefix ids ``(batch, prefix_len)``, kinds in layout order.
+
+        With ``seconds`` (a stage's window), each kind is padded with ``PAD`` to its tokens for that much music,
+        so that music shorter than the window (a short clip in training, a short request in generation) keeps
+        the layout of a full window: every target at the position the stage learned it at.
+        """
         missing = [name for name in self.prefix_kinds if name not in codes]
         if missing:
             raise ValueError(f"the {self.name} stage is conditioned on {list(self.prefix_kinds)}; missing {missing}")
-        return torch.cat([self.prefix.flatten(name, codes[name]) for name in self.prefix_kinds], dim=1)
+        parts = [self.prefix.flatten(name, codes[name]) for name in self.prefix_kinds]
+        if seconds is not None:
+            parts = [_pad_to(ids, _frames(self.prefix.kinds[name], seconds) * self.prefix.kinds[name].levels, name)
+                     for ids, name in zip(parts, self.prefix_kinds)]
+        return torch.cat(parts, dim=1)
 
-    def target_ids(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes of the target kind -> ``(batch, 1 + frames * levels)``: ``BOS`` then the flat ids."""
+    def target_ids(self, codes: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        """Codes of the target kind -> ``(batch, 1 + frames * levels)``: ``BOS`` then the flat ids (with ``seconds``,
+        padded with ``PAD`` to a full window; the loss ignores ``PAD`` targets)."""
         flat = self.target.flatten(self.target_kind, codes)
         bos = torch.full((flat.shape[0], 1), BOS_ID, dtype=torch.long, device=flat.device)
-        return torch.cat([bos, flat], dim=1)
+        ids = torch.cat([bos, flat], dim=1)
+        if seconds is not None:
+            kind = self.target.kinds[self.target_kind]
+            ids = _pad_to(ids, 1 + _frames(kind, seconds) * kind.levels, self.target_kind)
+        return ids
 
     def target_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`target_ids`: ``(batch, 1 + n)`` ids starting with ``BOS`` -> codes."""
@@ -403,7 +418,7 @@ class Stage(nn.Module):
         """One window: ``frames`` new frames after ``prompt`` codes, given its stretch of ``conditions``."""
         layout = self.layout
         device = self.lm.embedding.weight.device
-        prefix = layout.prefix_ids(conditions).to(device)
+        prefix = layout.prefix_ids(conditions, seconds=self.seconds).to(device)
         levels = layout.target.kinds[layout.target_kind].levels
         start = layout.target_ids(prompt)                                       # BOS + the prompt's ids
         new = frames * levels
@@ -426,6 +441,13 @@ def _frames(kind: TokenKind, seconds: float) -> int:
     return 1 if kind.frame_rate is None else round(seconds * kind.frame_rate)
 
 
+def _pad_to(ids: torch.Tensor, length: int, name: str) -> torch.Tensor:
+    """``(batch, n)`` ids padded at the end with ``PAD`` to ``length``."""
+    if ids.shape[1] > length:
+        raise ValueError(f"{ids.shape[1]} {name} ids do not fit the {length} of a window")
+    return torch.nn.functional.pad(ids, (0, length - ids.shape[1]), value=PAD_ID)
+
+
 def sequence_length(layout: StageLayout, seconds: float) -> int:
     """Positions a stage needs for ``seconds`` of music: its prefix, ``BOS`` and its target tokens."""
     prefix = sum(_frames(kind, seconds) * kind.levels for kind in layout.prefix.kinds.values())
@@ -439,7 +461,7 @@ def sequence_length(layout: StageLayout, seconds: float) -> int:
 
 class StageExamples(Dataset):
     """``{"prefix", "target"}`` id pairs of one stage from clips' token files, each a random window of
-    ``seconds`` (the whole clip if shorter), drawn afresh every time from torch's global generator (which
+    ``seconds`` (the whole clip if shorter, padded with ``PAD`` to a window's layout), drawn afresh every time from torch's global generator (which
     the trainer seeds and checkpoints, so runs repeat and resume exactly).
 
     A window starts on a semantic frame, and the acoustic frames of the same stretch of music are cut with
@@ -468,6 +490,7 @@ class StageExamples(Dataset):
                              f"{tokens.soundstream_frame_rate} and {tokens.semantic_frame_rate} Hz")
         self.coarse_levels = tokens.coarse_levels
         self.window = max(1, round(seconds * tokens.semantic_frame_rate))      # in semantic frames
+        self.seconds = self.window / tokens.semantic_frame_rate
 
     def __len__(self) -> int:
         return len(self.clips) * self.windows_per_clip
@@ -482,8 +505,8 @@ class StageExamples(Dataset):
         codes = {"mulan": clip["mulan"][None], "semantic": semantic,
                  "coarse": acoustic[:, :self.coarse_levels], "fine": acoustic[:, self.coarse_levels:]}
         layout = self.layout
-        prefix = layout.prefix_ids({name: codes[name][None] for name in layout.prefix_kinds})[0]
-        return {"prefix": prefix, "target": layout.target_ids(codes[self.stage][None])[0]}
+        prefix = layout.prefix_ids({name: codes[name][None] for name in layout.prefix_kinds}, self.seconds)[0]
+        return {"prefix": prefix, "target": layout.target_ids(codes[self.stage][None], self.seconds)[0]}
 
 
 def stage_objective(model: Stage, batch: dict):

@@ -311,3 +311,24 @@ def test_the_cascade_writes_every_kind_in_turn_for_music_longer_than_any_window(
                         temperatures)
     with pytest.raises(ValueError, match=r"missing \['fine'\]"):
         musiclm.cascade({name: stages[name] for name in ("semantic", "coarse")}, mulan_codes, 0.6, temperatures)
+
+
+def test_music_shorter_than_a_window_is_padded_to_the_layout_of_a_full_window(token_folder, monkeypatch):
+    spec, clips = token_folder
+    short = {"mulan": clips[0]["mulan"], "semantic": clips[0]["semantic"][:10], "acoustic": clips[0]["acoustic"][:20]}
+    examples = musiclm.StageExamples([short, clips[1]], spec, TINY, "coarse", seconds=0.8)   # 20 semantic frames
+    batch = torch.utils.data.default_collate([examples[0], examples[1]])                     # same lengths
+    mulan_levels = TINY.tokens.mulan_rvq_levels
+    assert batch["prefix"].shape == (2, mulan_levels + 20) and batch["target"].shape == (2, 1 + 40 * 2)
+    assert (batch["prefix"][0, mulan_levels + 10:] == PAD_ID).all() and (batch["target"][0, 1 + 20 * 2:] == PAD_ID).all()
+    assert not (batch["prefix"][1] == PAD_ID).any() and not (batch["target"][1] == PAD_ID).any()
+    model = small_stage("coarse", seconds=0.8)
+    loss, _ = model.loss(batch["prefix"], batch["target"])            # PAD targets are not scored
+    assert torch.isfinite(loss)
+    prefixes = []
+    generate = model.lm.generate
+    monkeypatch.setattr(model.lm, "generate", lambda *args, **kwargs: prefixes.append(kwargs["prefix"]) or
+                        generate(*args, **kwargs))
+    codes = model.generate(conditions_for("coarse"), frames=4)
+    assert codes.shape == (2, 4, TINY.tokens.coarse_levels)
+    assert prefixes[0].shape == (2, mulan_levels + 20) and (prefixes[0][:, mulan_levels + 2:] == PAD_ID).all()
