@@ -11,14 +11,15 @@ Two figures, each against a baseline measured in the same run:
    with the cache. Target: >= 300 tokens/s on a 2-core CPU.
 
 Both paths sample the same tokens for the same seed (checked here and in ``tests/test_transformer.py``).
-Timings on a shared machine are noisy: each figure is the best of ``--repeats`` runs.
+Timings on a shared machine are noisy: each figure is the best of ``--repeats`` runs after a warm-up
+run, the same for both paths (``bench/timing.py``).
 """
 
 import argparse
 import os
-import time
 
 import torch
+from timing import best_time
 
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig
 
@@ -26,16 +27,10 @@ TARGET_CACHE_SPEEDUP = 5.0
 TARGET_TOKENS_PER_SECOND = 300.0
 
 
-def tokens_per_second(model: TransformerLM, new_tokens: int, use_cache: bool, repeats: int) -> tuple[float, torch.Tensor]:
-    prompt = torch.zeros(1, 1, dtype=torch.long)
-    best, tokens = float("inf"), None
-    for _ in range(repeats):
-        generator = torch.Generator().manual_seed(0)
-        start = time.perf_counter()
-        tokens = model.generate(prompt, new_tokens, temperature=1.0, top_k=50, use_cache=use_cache,
-                                generator=generator)
-        best = min(best, time.perf_counter() - start)
-    return new_tokens / best, tokens
+def generation(model: TransformerLM, new_tokens: int, use_cache: bool) -> torch.Tensor:
+    """One generation of ``new_tokens`` from a one-token prompt, always from the same seed."""
+    return model.generate(torch.zeros(1, 1, dtype=torch.long), new_tokens, temperature=1.0, top_k=50,
+                          use_cache=use_cache, generator=torch.Generator().manual_seed(0))
 
 
 def main() -> None:
@@ -46,7 +41,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=1024, help="e.g. one SoundStream codebook")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (the uncached run once)")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs, after a warm-up run, for each path")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -57,11 +52,10 @@ def main() -> None:
     print(f"decoder: d_model={args.d_model}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}, "
           f"{model.num_parameters() / 1e6:.1f} M parameters; batch 1; {args.threads} thread(s); "
           f"torch {torch.__version__}")
-    model.generate(torch.zeros(1, 1, dtype=torch.long), 20)                      # warm up
-
-    cached_rate, cached_tokens = tokens_per_second(model, args.tokens, True, args.repeats)
-    uncached_rate, uncached_tokens = tokens_per_second(model, args.tokens, False, 1)
-    same = torch.equal(cached_tokens, uncached_tokens)
+    # Both paths timed alike: one untimed warm-up run, then the best of --repeats.
+    cached_rate = args.tokens / best_time(lambda: generation(model, args.tokens, True), args.repeats)
+    uncached_rate = args.tokens / best_time(lambda: generation(model, args.tokens, False), args.repeats)
+    same = torch.equal(generation(model, args.tokens, True), generation(model, args.tokens, False))
     speedup = cached_rate / uncached_rate
     print(f"{args.tokens} new tokens without a KV cache: {uncached_rate:8.1f} tokens/s  (baseline)")
     print(f"{args.tokens} new tokens with the KV cache:  {cached_rate:8.1f} tokens/s  = {speedup:.1f}x the baseline "

@@ -91,8 +91,10 @@ print(f"\none flat sequence for 30 s of music: {30 * 25 + 30 * 600:,} tokens, "
 # - the **fine stage** sees 3 s: the coarse levels of those 3 s and the remaining 8 levels, 1,200
 #   tokens. Its job is local: sharpening the sound of frames whose content is already decided.
 #
-# Those are the paper's training crops (30, 10 and 3 s; `config.stages`). The semantic stage plans and
-# the acoustic stages render; the lesson measures in §7 whether the planning actually reaches the sound.
+# Those are the paper's training crops as `config.get_preset("paper").stages` records them (30, 10 and
+# 3 s; the course's notes on the paper mark them, and the temperatures below, as still to be checked
+# against its text). The semantic stage plans and the acoustic stages render; §7 measures whether the
+# planning actually reaches the sound.
 # Every stage is also conditioned on something: the MuLan tokens (semantic and coarse) or the coarse
 # tokens (fine). The exact number of positions each stage holds, prefix included:
 
@@ -341,8 +343,9 @@ for name, row in held_scores.items():
 # ## 6. From tokens to audio, one stage at a time
 # Now generation, on one held-out clip, the way MusicLM continues a recording: keep its first two
 # seconds, and let the stages write the next two. Each stage samples at its temperature from
-# `config.stages` (the paper's 1.0, 0.95 and 0.4 for the semantic, coarse and fine stages: the later the
-# stage, the more it should commit to the most likely detail).
+# `config.stages`: 1.0, 0.95 and 0.4 for the semantic, coarse and fine stages, as recorded for the paper.
+# The later the stage, the cooler: the fine stage should commit to the most likely detail of a sound
+# whose content is already decided.
 #
 # **The semantic stage** reads the clip's MuLan tokens and its first 50 semantic tokens (2 s), and
 # writes 50 more. Three samples, from three seeds:
