@@ -208,7 +208,14 @@ def _claim_folder(out_dir: Path, settings: dict) -> None:
     (resuming would otherwise mix clips from two different datasets)."""
     settings_path = out_dir / _SETTINGS_NAME
     if settings_path.exists():
-        existing = json.loads(settings_path.read_text())
+        try:
+            existing = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{settings_path} is not valid JSON ({error}): the record of the settings this SynthCaps "
+                             "folder was made with is damaged; delete the folder to render it again") from None
+        if not isinstance(existing, dict):
+            raise ValueError(f"{settings_path} does not hold the settings of a SynthCaps folder; delete the folder "
+                             "to render it again")
         if existing != settings:
             differing = sorted(k for k in set(existing) | set(settings) if existing.get(k) != settings.get(k))
             raise ValueError(

@@ -118,6 +118,15 @@ def test_a_folder_made_with_other_settings_is_refused(synthcaps):
         datasets.write_synthcaps(synthcaps, **{**SMALL, "seed": 99})
 
 
+@pytest.mark.parametrize("damage", [b'{"seed": 0, "clip_sec', b"\xff\xfe not text", b"[1, 2]"])
+def test_a_damaged_settings_file_is_named_with_the_fix(tmp_path, damage):
+    root = tmp_path / "damaged"
+    root.mkdir()
+    (root / "synthcaps.json").write_bytes(damage)
+    with pytest.raises(ValueError, match=r"synthcaps.json .*delete the folder to render it again"):
+        datasets.write_synthcaps(root, **SMALL)
+
+
 def test_ensure_synthcaps_generates_only_when_missing(tmp_path, monkeypatch):
     calls = []
 
