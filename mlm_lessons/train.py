@@ -33,7 +33,11 @@ Data. ``train_data`` is either a map-style ``Dataset`` of single examples (recom
 batches it, reshuffles it each epoch with a generator seeded by ``seed + epoch``, splits every *global*
 batch of ``batch_size`` across DDP ranks, and resumes exactly) or any re-iterable of ready batches, such
 as a ``DataLoader`` (cycled; on resume the consumed batches are skipped, which is exact only when every
-pass yields the same batches; single process only).
+pass yields the same batches; single process only). A ``Dataset`` may draw random numbers in
+``__getitem__`` (crops, windows): in the main process they come from the global generators, which the
+trainer seeds and checkpoints; with ``num_workers > 0`` each micro-batch reseeds its worker's generators
+from ``(seed, rank, micro-batch number)`` before its first example, so what a batch draws does not depend
+on which worker makes it or on where the run resumed.
 
 Gradient accumulation. ``batch_size`` is always the global batch of one optimiser step. When it does not
 fit in memory, ``train.grad_accum_steps = k`` cuts each process's share into ``k`` micro-batches of
@@ -232,6 +236,41 @@ def micro_batch_size(global_batch_size: int, world_size: int = 1, grad_accum_ste
             f"{world_size} process(es) x grad_accum_steps {grad_accum_steps} = {pieces}; choose a batch_size "
             f"that is a multiple of {pieces}, or another grad_accum_steps")
     return global_batch_size // pieces
+
+
+class _NumberedBatches(Sampler):
+    """``batch_sampler``'s micro-batches with their running number: ``[(number, index), ...]``, the numbers
+    counting micro-batches from ``first`` (the start step's first one)."""
+
+    def __init__(self, batch_sampler: Sampler, first: int):
+        self.batch_sampler, self.first = batch_sampler, first
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for number, indices in enumerate(self.batch_sampler, start=self.first):
+            yield [(number, index) for index in indices]
+
+
+class _BatchSeededDataset(Dataset):
+    """``dataset`` read with ``(micro-batch number, index)`` keys: the first example of each micro-batch
+    reseeds this process's ``torch``, ``numpy`` and ``random`` generators from ``(seed, rank, number)``, so
+    the randomness of ``__getitem__`` is a function of the batch, not of the DataLoader worker making it."""
+
+    def __init__(self, dataset: Dataset, seed: int, rank: int):
+        self.dataset, self.seed, self.rank = dataset, seed, rank
+        self._number = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        number, index = key
+        if number != self._number:
+            self._number = number
+            batch_seed = int(np.random.SeedSequence([self.seed, self.rank, number]).generate_state(1)[0])
+            torch.manual_seed(batch_seed)
+            np.random.seed(batch_seed)
+            random.seed(batch_seed)
+        return self.dataset[index]
 
 
 class GlobalBatchSampler(Sampler):
@@ -644,7 +683,8 @@ class Trainer:
         lr_schedule: ``"cosine"`` (warm-up, then cosine decay to ``min_lr_ratio`` x the learning rate
             at ``max_steps``) or ``"constant"`` (warm-up, then constant).
         min_lr_ratio: the floor of the cosine schedule, as a fraction of the peak learning rate.
-        collate_fn, num_workers: passed to the ``DataLoader`` built over a ``Dataset``.
+        collate_fn, num_workers: passed to the ``DataLoader`` built over a ``Dataset`` (with workers, each
+            micro-batch seeds its own random draws: resuming stays exact; module docstring).
         find_unused_parameters: passed to DDP; ``None`` means "only with several objectives", where a
             phase leaves the other player's parameters without gradients.
         objective_start_steps: ``{name: step}`` for objectives that are skipped before ``step`` (no
@@ -889,10 +929,14 @@ class Trainer:
             return _cycle(self.train_data, skip=start_step * cfg.grad_accum_steps)
         sampler = GlobalBatchSampler(len(self.train_data), cfg.batch_size, cfg.seed, start_step,
                                      self.env.rank, self.env.world_size, cfg.grad_accum_steps)
-        # The DataLoader draws its workers' base seed from ``generator``: a private one makes worker-side
-        # randomness (augmentation) follow the run's seed rather than whatever state the global RNG is in.
-        loader = DataLoader(self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn,
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+        data, batches = self.train_data, sampler
+        if self.num_workers > 0:   # workers: each micro-batch seeds its own randomness (module docstring)
+            data = _BatchSeededDataset(self.train_data, cfg.seed, self.env.rank)
+            batches = _NumberedBatches(sampler, first=start_step * cfg.grad_accum_steps)
+        # A private generator for the DataLoader's own draw of a base seed, which would otherwise advance the
+        # global generator that the main process's examples draw from.
+        loader = DataLoader(data, batch_sampler=batches, collate_fn=self.collate_fn, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed + start_step))
         return iter(loader)
 

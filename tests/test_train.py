@@ -384,6 +384,37 @@ def test_resume_continues_bit_for_bit(tmp_path, grad_accum_steps):
     assert_same_parameters(straight, resumed)
 
 
+class NoisyExamples(torch.utils.data.Dataset):
+    """Regression examples with fresh input noise on every read (an augmentation drawing random numbers)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        x, y = self.data[index]
+        return x + 0.1 * torch.randn_like(x), y
+
+
+def test_resume_is_exact_with_dataloader_workers_and_random_augmentation(tmp_path):
+    """Two workers take turns making batches; after a resume the turns fall differently, yet every batch
+    draws the same noise because each micro-batch seeds its own (module docstring)."""
+    data = NoisyExamples(regression_data(24))
+    straight = small_mlp()
+    straight_history = Trainer(straight, CPU_CONFIG, data, mse_loss, out_dir=tmp_path / "a", progress=False,
+                               num_workers=2).fit()
+    with pytest.raises(Interrupt):
+        Trainer(small_mlp(), CPU_CONFIG, data, interrupted_after(13), out_dir=tmp_path / "b", progress=False,
+                num_workers=2).fit()
+    resumed = small_mlp(seed=99)
+    resumed_history = Trainer(resumed, CPU_CONFIG, data, mse_loss, out_dir=tmp_path / "b", resume=True,
+                              progress=False, num_workers=2).fit()
+    assert resumed_history == straight_history
+    assert_same_parameters(straight, resumed)
+
+
 @pytest.mark.parametrize("grad_accum_steps", [1, 2])
 def test_resume_with_a_reiterable_of_batches(tmp_path, grad_accum_steps):
     """3 batches: with 2 per step, a step can start in the middle of a pass."""
