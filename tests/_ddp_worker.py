@@ -1,8 +1,8 @@
 """Tiny runs shared by tests/test_train.py and by its ``torchrun`` launch of two processes.
 
 Run as ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_ddp_worker.py OUT_DIR``:
-every rank trains the same model on its half of each global batch, three times (see ``RUNS``); rank 0
-writes ``OUT_DIR/<run>/last.pt``. One launch for all three keeps the test fast.
+every rank trains the same model on its half of each global batch, once per run of ``RUNS``; rank 0
+writes ``OUT_DIR/<run>/last.pt``. One launch for all of them keeps the test fast.
 """
 
 from __future__ import annotations
@@ -78,10 +78,15 @@ def train_run(name: str, out_dir: str | None = None) -> Trainer:
         return Trainer(model, config, regression_data(), {"a": loss_a, "b": loss_b},
                        optimizers=two_player_optimizers(model), objective_start_steps=LATE_START,
                        out_dir=out_dir, progress=False)
+    if name == "first_half":  # stops at step 3; the test resumes it in one process (another number of ranks).
+        # A constant schedule after warm-up, so that stopping early does not change the learning rates.
+        config = dataclasses.replace(DDP_CONFIG, max_steps=DDP_CONFIG.max_steps // 2)
+        return Trainer(small_mlp(), config, regression_data(), mse_loss, out_dir=out_dir, progress=False,
+                       lr_schedule="constant")
     raise ValueError(f"unknown run {name!r}; choose one of {RUNS}")
 
 
-RUNS = ("plain", "accumulated", "late_start")
+RUNS = ("plain", "accumulated", "late_start", "first_half")
 
 
 if __name__ == "__main__":

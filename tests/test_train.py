@@ -585,8 +585,9 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_path):
-    """One launch trains the three runs of _ddp_worker: plain, with 2 micro-batches per step (all-reduced once
-    per step), and with two objectives, one of which starts at step 3 and takes the step."""
+    """One launch trains the runs of _ddp_worker: plain, with 2 micro-batches per step (all-reduced once per
+    step), with two objectives (one of which starts at step 3 and takes the step), and a run stopped halfway
+    that one process then resumes."""
     run_on_two_cpu_processes("_ddp_worker.py", str(tmp_path / "ddp"))
 
     # One process on the whole global batch, without accumulation: what all three runs must match.
@@ -597,7 +598,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
                            optimizers=two_player_optimizers(late), objective_start_steps=LATE_START,
                            progress=False).fit()
 
-    for run in RUNS:
+    for run in ("plain", "accumulated", "late_start"):
         reference, history = (late, late_history) if run == "late_start" else (single, single_history)
         distributed = two_player_model(seed=1) if run == "late_start" else small_mlp(seed=1)
         checkpoint = load_weights(distributed, tmp_path / "ddp" / run / "last.pt")
@@ -606,6 +607,17 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
         # the logged losses are means over ranks, i.e. the losses of the global batch
         assert_same_history(history, checkpoint["history"])
     assert [entry.get("b/given_step") for entry in late_history] == [None, None, None, 3.0, 4.0, 5.0]
+
+    # Three steps on two ranks, then the other three resumed in one process: the run of one process.
+    assert load_checkpoint(tmp_path / "ddp" / "first_half" / "last.pt")["step"] == DDP_CONFIG.max_steps // 2
+    constant = small_mlp()
+    constant_history = Trainer(constant, DDP_CONFIG, regression_data(), mse_loss, progress=False,
+                               lr_schedule="constant").fit()
+    resumed = small_mlp(seed=1)
+    resumed_history = Trainer(resumed, DDP_CONFIG, regression_data(), mse_loss, out_dir=tmp_path / "ddp" / "first_half",
+                              resume=True, progress=False, lr_schedule="constant").fit()
+    assert_same_parameters(constant, resumed, atol=1e-6)
+    assert_same_history(constant_history, resumed_history)
 
 
 # -- never lose a good checkpoint ---------------------------------------------------------------------
