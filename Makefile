@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: lab test unit nbval demo data notebooks bench clean-venv
+.PHONY: lab trust test unit nbval demo data notebooks bench clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 # Jupyter refuses to start as root unless told to; containers and cloud VMs often run as root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-lab: $(STAMP)                     ## open JupyterLab on the lessons
+lab: trust                        ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/
+
+# JupyterLab hides the stored audio players and widgets of a notebook it does not trust (a fresh
+# clone's): sign the lessons as trusted, as JupyterLab would after running them.
+trust: $(STAMP)
+	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 
 test: unit nbval                  ## unit tests, then every notebook under nbval
 

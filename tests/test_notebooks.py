@@ -4,10 +4,17 @@
   two cannot drift apart;
 * stored outputs exist with execution counts (nbval needs them; GitHub shows them);
 * exercises use nbgrader's format: every solution cell has markers and is followed by
-  a graded test cell with points.
+  a graded test cell with points;
+* each notebook is stored as JupyterLab saves it, so opening a lesson does not change it.
 """
 
 import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -38,6 +45,20 @@ def test_notebook_matches_its_source(source):
         f"notebooks/{source.stem}.ipynb differs from {source.relative_to(ROOT)}; rebuild it with "
         f"python tools/build_notebook.py {source.relative_to(ROOT)} && make notebooks"
     )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_stored_as_jupyterlab_saves_them(path):
+    """JupyterLab names the kernel "Python 3 (ipykernel)", nbgrader's extension saves whole points as
+    integers, and the file is nbformat's serialisation: a lesson opened and autosaved stays unchanged."""
+    text = path.read_text(encoding="utf-8")
+    raw = json.loads(text)
+    assert raw["metadata"]["kernelspec"] == build_notebook.KERNELSPEC
+    points = [cell["metadata"]["nbgrader"]["points"] for cell in raw["cells"]
+              if "points" in cell["metadata"].get("nbgrader", {})]
+    assert not [value for value in points if isinstance(value, float) and value.is_integer()], (
+        f"{path.name} stores whole points as floats (2.0); JupyterLab would rewrite them as 2")
+    assert text == nbformat.writes(nbformat.reads(text, as_version=4)) + "\n"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -86,3 +107,21 @@ def test_widget_labels_have_room(source):
                 assert style is not None and "description_width" in ast.unparse(style), (
                     f"{source.name}, line {node.lineno}: give the slider's description room with "
                     "style={'description_width': 'initial'}")
+
+
+def test_make_lab_trusts_the_lessons_before_opening_them(tmp_path, monkeypatch):
+    """Untrusted, JupyterLab strips a lesson's stored audio players and widgets; `make lab` runs the
+    `trust` step first, whose command signs a stored lesson as trusted."""
+    from nbformat.sign import NotebookNotary
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lab: trust\b", makefile, re.M), "make lab must run the trust step first"
+    command = re.search(r"^trust:.*\n\t(.+)$", makefile, re.M).group(1)
+    assert command == "$(VENV)/bin/jupyter trust notebooks/*.ipynb"
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))     # a signature database of our own
+    lesson = tmp_path / NOTEBOOKS[0].name
+    shutil.copy(NOTEBOOKS[0], lesson)
+    assert not NotebookNotary().check_signature(nbformat.read(lesson, as_version=4))   # as in a fresh clone
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(lesson)], check=True, env=os.environ,
+                   capture_output=True)
+    assert NotebookNotary().check_signature(nbformat.read(lesson, as_version=4))

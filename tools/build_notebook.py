@@ -23,9 +23,10 @@ import nbformat
 from mlm_lessons.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
-def _nbgrader(grade_id: str, *, solution: bool, points: float | None = None) -> dict:
+def _nbgrader(grade_id: str, *, solution: bool, points: int | float | None = None) -> dict:
     meta = {"grade": points is not None, "grade_id": grade_id, "locked": not solution,
             "schema_version": 3, "solution": solution, "task": False}
     if points is not None:
@@ -47,8 +48,9 @@ def parse_cells(text: str) -> list:
         elif len(words) == 2 and words[0] == "solution":
             cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(words[1], solution=True)))
         elif len(words) == 3 and words[0] == "tests":
-            cells.append(nbformat.v4.new_code_cell(
-                body, metadata=_nbgrader(words[1], solution=False, points=float(words[2]))))
+            points = float(words[2])
+            points = int(points) if points.is_integer() else points   # as nbgrader's JupyterLab extension saves it
+            cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(words[1], solution=False, points=points)))
         elif words:
             raise ValueError(f"unknown cell marker {header!r}; see the module docstring for the forms")
         else:
@@ -67,8 +69,8 @@ def parse_cells(text: str) -> list:
 def build(source: Path) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = parse_cells(source.read_text())
-    notebook.metadata.update({
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    notebook.metadata.update({   # the names JupyterLab writes when it saves, so opening a lesson changes nothing
+        "kernelspec": KERNELSPEC,
         "language_info": {"name": "python"},
     })
     target = ROOT / "notebooks" / f"{source.stem}.ipynb"
