@@ -17,10 +17,11 @@ Lesson 05 measures its codec with three of them, and lesson 09 adds the paper's 
 * **Chroma agreement** (lesson 08): how much two clips play the same notes at the same times. A
   *chromagram* folds a spectrogram's frequencies onto the 12 pitch classes of the octave (C, C#, ...,
   B): frame ``t`` says how much of each pitch class sounds then, whatever the octave or the timbre.
-  The agreement of two equally long clips is the mean over frames of the cosine of their chroma
-  vectors: 1 when the same pitch classes sound at the same moments, lower when the melody or the
-  harmony differs. It ignores timbre, so it asks whether a generated clip kept a melody, not whether it
-  sounds like the original.
+  The agreement of two equally long clips is the mean over frames of the *correlation* of their chroma
+  vectors (each centred on its mean over the 12 classes, then the cosine): 1 when the same pitch
+  classes stand out at the same moments, about 0 for unrelated notes, and 0 for noise, whose chroma is
+  flat (a plain cosine would give noise about 0.7 against any music). It ignores timbre, so it asks
+  whether a generated clip kept a melody, not whether it sounds like the original.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 def chroma(audio: torch.Tensor, sample_rate: int, n_fft: int = 2048, hop_length: int = 512,
            lowest: float = 100.0, highest: float = 4000.0) -> torch.Tensor:
     """Chromagram: ``(time,)`` or ``(batch, time)`` audio -> ``(batch, frames, 12)``, each frame's STFT
-    magnitudes between ``lowest`` and ``highest`` Hz summed into the pitch class of the nearest equal-
-    tempered note (index 0 = C, 9 = A at 440 Hz), then scaled to unit length (silent frames stay 0).
+    magnitudes between ``lowest`` and ``highest`` Hz averaged over the bins of each pitch class (the class
+    of the nearest equal-tempered note; index 0 = C, 9 = A at 440 Hz), then scaled to unit length
+    (silent frames stay 0). Averaging rather than summing keeps white noise flat, though the classes
+    cover different numbers of bins.
 
     ``n_fft`` = 2048 at 16 kHz resolves 7.8 Hz, under a semitone above about 130 Hz; below ``lowest``
     bins span several semitones and are left out.
@@ -141,14 +144,21 @@ def chroma(audio: torch.Tensor, sample_rate: int, n_fft: int = 2048, hop_length:
     pitch_class = torch.round(midi).long() % 12
     folding = torch.zeros(int(used.sum()), 12, device=audio.device)
     folding[torch.arange(len(pitch_class)), pitch_class] = 1.0                      # (used bins, 12)
+    folding = folding / folding.sum(dim=0)      # a mean per class: white noise has a flat chroma, as it should
     classes = spectrum[:, used].transpose(1, 2) @ folding                           # (batch, frames, 12)
     return classes / classes.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def chroma_agreement(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Mean over frames of the cosine between the chroma vectors of two equally long clips: ``()`` or
-    ``(batch,)``, 1 for the same pitch classes at the same times (module docstring)."""
+    """Mean over frames of the correlation between the chroma vectors of two equally long clips: ``()`` or
+    ``(batch,)`` in ``[-1, 1]``, 1 for the same pitch classes at the same times, 0 against a flat chroma
+    (noise, silence; module docstring)."""
     estimate, reference = _paired_audio(estimate, reference, "chroma_agreement")
-    cosine = (chroma(estimate, sample_rate) * chroma(reference, sample_rate)).sum(dim=-1)   # (batch, frames)
-    agreement = cosine.mean(dim=-1)
+
+    def centred(classes):                                        # (batch, frames, 12), unit length or 0
+        classes = classes - classes.mean(dim=-1, keepdim=True)
+        return classes / classes.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    correlation = (centred(chroma(estimate, sample_rate)) * centred(chroma(reference, sample_rate))).sum(dim=-1)
+    agreement = correlation.mean(dim=-1)
     return agreement[0] if estimate.dim() == 1 else agreement

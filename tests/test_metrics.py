@@ -81,6 +81,8 @@ def test_chroma_agreement_rewards_the_same_notes_and_ignores_timbre_and_octave()
     reversed_melody = torch.cat([_tone(0.5, frequency=261.63), _tone(0.5, frequency=440.0)])   # other order
     both = metrics.chroma_agreement(torch.stack([melody, reversed_melody]), torch.stack([melody, melody]), 16_000)
     assert both.shape == (2,) and both[0] > 0.99 and both[1] < 0.4
+    noise = torch.randn(16_000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(metrics.chroma_agreement(noise, a_brighter, 16_000))) < 0.15    # flat chroma: no agreement
     with pytest.raises(AudioError, match="same shape"):
         metrics.chroma_agreement(a, c[:8000], 16_000)
     with pytest.raises(AudioError, match="at least n_fft"):
