@@ -303,7 +303,8 @@ PRESETS: dict[str, Config] = {
                           max_text_len=96, vocab_size=2000, tag_texts=8, batch_size=32, learning_rate=1e-3,
                           warmup_steps=50),
         # Dropout 0.1, the paper's: without it the semantic stage learns its 2,160 training clips by heart
-        # (their MuLan tokens nearly name each clip) and its held-out loss rises after a few hundred steps.
+        # (their MuLan tokens nearly name each clip): 0.11 nats per token on them, 1.79 on held-out clips
+        # after 3,000 steps, against 1.04 held-out with dropout (lesson 08).
         transformer=TransformerConfig(d_model=128, n_layers=3, n_heads=4, dropout=0.1),
         # Whole 4 s clips for the semantic stage; shorter windows for the dense acoustic ones (a 4 s coarse
         # window is 400 tokens plus a 104-token prefix: 0.7 s per CPU step against 0.15 s for semantic).
