@@ -319,16 +319,32 @@ class SynthCapsRecord:
     group: str
     seed: int
     attributes: synth.SynthAttributes
+    seconds: float | None = None    # the clip's length, as the manifest records it
 
 
 def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in required if column not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} is not a {what}: missing column(s) {missing}; "
-                             f"expected columns {list(required)}")
-        return list(reader)
+    """The rows of a CSV as dicts, refusing a file that lacks a column or has a row cut short.
+
+    ``utf-8-sig`` reads the byte-order mark that spreadsheet programs write at the start of a UTF-8 CSV
+    (without it the first column would be called "\ufeffytid").
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [column for column in required if column not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path} is not a {what}: missing column(s) {missing}; "
+                                 f"expected columns {list(required)}")
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start} cannot be read): save it as UTF-8 "
+                         "(\"CSV UTF-8\" in a spreadsheet program)") from None
+    for line, row in enumerate(rows, start=2):
+        short = [column for column in required if row.get(column) is None]
+        if short:
+            raise ValueError(f"{path}, line {line}: the row ends before column(s) {short}; the file looks cut "
+                             "short (an interrupted copy?)")
+    return rows
 
 
 def _attributes_from_row(row: dict[str, str]) -> synth.SynthAttributes:
@@ -355,13 +371,19 @@ def read_synthcaps_manifest(root: str | os.PathLike) -> list[SynthCapsRecord]:
             f"no SynthCaps dataset at {root} ({MANIFEST_NAME} not found); create it with "
             f"`{_DATA_COMMAND}` (or mlm_lessons.datasets.ensure_synthcaps() from Python)"
         )
-    records = []
+    records, lines = [], {}
     for line, row in enumerate(_read_csv(manifest, SYNTHCAPS_COLUMNS, "SynthCaps manifest"), start=2):
         try:
+            if row["split"] not in SPLITS:
+                raise ValueError(f"split {row['split']!r} is not one of {list(SPLITS)}")
+            if row["ytid"] in lines:
+                raise ValueError(f"clip {row['ytid']!r} is listed twice (first on line {lines[row['ytid']]})")
+            lines[row["ytid"]] = line
             records.append(SynthCapsRecord(
                 ytid=row["ytid"], path=root / row["path"], caption=row["caption"],
                 aspects=_parse_aspect_list(row["aspect_list"]), split=row["split"], group=row["group"],
                 seed=int(row["seed"]), attributes=_attributes_from_row(row),
+                seconds=_parse_seconds(row["end_s"]) - _parse_seconds(row["start_s"]),
             ))
         except (ValueError, SyntaxError) as err:
             raise ValueError(f"{manifest}, line {line}: {err}") from None
@@ -406,7 +428,11 @@ class SynthCapsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        wave, _ = audio.load_audio(record.path, sample_rate=self.sample_rate)
+        wave, rate = audio.load_audio(record.path, sample_rate=self.sample_rate)
+        if record.seconds and wave.shape[-1] < 0.99 * record.seconds * rate:
+            raise ValueError(f"{record.path} holds {wave.shape[-1] / rate:.2f} s of audio, but the manifest says "
+                             f"{record.seconds:g} s: the file is truncated; run the data command again "
+                             f"(`{_DATA_COMMAND}`), which renders damaged clips again")
         if self.transform is not None:
             wave = self.transform(wave)
         return {"audio": wave, "caption": record.caption, "aspects": list(record.aspects),

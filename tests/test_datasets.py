@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +338,48 @@ def test_find_musiccaps_csv_honours_the_environment(monkeypatch, tmp_path):
     assert datasets.find_musiccaps_csv() == FIXTURE_CSV
     monkeypatch.setenv("MUSICCAPS_CSV", str(tmp_path / "absent.csv"))
     assert datasets.find_musiccaps_csv() is None
+
+
+def test_a_musiccaps_csv_saved_by_a_spreadsheet_program_reads_and_a_non_utf8_one_is_named(tmp_path):
+    text = FIXTURE_CSV.read_text(encoding="utf-8")
+    with_bom = tmp_path / "bom.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))         # what "CSV UTF-8" export writes
+    assert datasets.load_musiccaps(with_bom) == datasets.load_musiccaps(FIXTURE_CSV)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(text.encode("utf-8") + "caf\xe9\n".encode("latin-1"))    # one byte no UTF-8 text has
+    with pytest.raises(ValueError, match=r"latin.csv is not UTF-8 text .*save it as UTF-8"):
+        datasets.load_musiccaps(latin)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cut", r"line \d+: the row ends before column\(s\) .* cut short"),
+    ("misspelled split", r"line 2: split 'tran' is not one of \['train', 'valid', 'test'\]"),
+    ("duplicated row", r"line 14: clip '.*' is listed twice \(first on line 2\)"),
+])
+def test_a_damaged_manifest_is_refused_with_its_line(synthcaps, tmp_path, damage, message):
+    root = tmp_path / "copy"
+    root.mkdir()
+    lines = (synthcaps / datasets.MANIFEST_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
+    if damage == "cut":
+        text = "".join(lines[:5]) + lines[5][: len(lines[5]) // 2]
+    elif damage == "misspelled split":
+        text = lines[0] + re.sub(r",(train|valid|test),", ",tran,", lines[1], count=1) + "".join(lines[2:])
+    else:
+        text = "".join(lines) + lines[1]
+    (root / datasets.MANIFEST_NAME).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        datasets.read_synthcaps_manifest(root)
+
+
+def test_a_truncated_wav_is_an_error_when_loaded_not_a_short_clip(synthcaps, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(synthcaps, root)
+    dataset = datasets.SynthCapsDataset(root, split="all")
+    record = dataset.records[0]
+    wave, rate = sf.read(record.path)
+    sf.write(record.path, wave[: len(wave) // 3], rate)                  # a third of the clip
+    with pytest.raises(ValueError, match=r"holds 0.33 s of audio, but the manifest says 1 s: the file is truncated"):
+        dataset[0]
+    assert dataset[1]["audio"].shape[-1] == rate                         # the others load as before
