@@ -22,7 +22,8 @@ from mlm_lessons import assignments
 def _data(args: argparse.Namespace) -> None:
     from mlm_lessons import datasets
 
-    manifest = datasets.write_synthcaps(args.out, preset=args.preset, num_clips=args.num_clips,
+    out = args.out or datasets.default_synthcaps_folder(args.preset, args.num_clips)
+    manifest = datasets.write_synthcaps(out, preset=args.preset, num_clips=args.num_clips,
                                         seed=args.seed, progress=not args.quiet)
     print(f"wrote {manifest}")
 
@@ -156,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="write the SynthCaps course data")
     data.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
-    data.add_argument("--out", default="data/synthcaps-tiny", help="output folder")
+    data.add_argument("--out", default=None,
+                      help="output folder (default: data/synthcaps-<preset>, or data/synthcaps-<preset>-<N> with "
+                           "--num-clips N)")
     data.add_argument("--num-clips", type=int, default=None, help="override the preset's clip count")
     data.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     data.add_argument("--quiet", action="store_true", help="no progress bar")

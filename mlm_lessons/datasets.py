@@ -152,6 +152,22 @@ def plan_synthcaps(num_clips: int, seed: int) -> list[PlannedClip]:
     return clips
 
 
+def _settings(preset: str, num_clips: int | None, seed: int | None, clip_seconds: float | None,
+              sample_rate: int | None) -> dict:
+    """What a SynthCaps folder is made with (recorded in its ``synthcaps.json``): the preset's data
+    settings, overridden by the arguments that are not ``None``."""
+    data_config = get_preset(preset).data
+    return {
+        "format_version": _FORMAT_VERSION,
+        "num_clips": int(num_clips if num_clips is not None else data_config.num_clips),
+        "seed": int(seed if seed is not None else data_config.seed),
+        "clip_seconds": float(clip_seconds if clip_seconds is not None else data_config.clip_seconds),
+        "sample_rate": int(sample_rate if sample_rate is not None else data_config.sample_rate),
+        "valid_fraction": data_config.valid_fraction,
+        "test_fraction": data_config.test_fraction,
+    }
+
+
 def write_synthcaps(out_dir: str | os.PathLike, preset: str = "tiny", num_clips: int | None = None,
                     seed: int | None = None, progress: bool = True, clip_seconds: float | None = None,
                     sample_rate: int | None = None) -> Path:
@@ -170,21 +186,19 @@ def write_synthcaps(out_dir: str | os.PathLike, preset: str = "tiny", num_clips:
         ValueError: if ``out_dir`` holds a dataset made with different settings
             (delete it or choose another folder), or for an unknown preset.
     """
-    data_config = get_preset(preset).data
-    settings = {
-        "format_version": _FORMAT_VERSION,
-        "num_clips": int(num_clips if num_clips is not None else data_config.num_clips),
-        "seed": int(seed if seed is not None else data_config.seed),
-        "clip_seconds": float(clip_seconds if clip_seconds is not None else data_config.clip_seconds),
-        "sample_rate": int(sample_rate if sample_rate is not None else data_config.sample_rate),
-        "valid_fraction": data_config.valid_fraction,
-        "test_fraction": data_config.test_fraction,
-    }
+    settings = _settings(preset, num_clips, seed, clip_seconds, sample_rate)
+    # Every setting is checked, and the clips planned, before anything is created: a rejected run must
+    # not leave a folder claimed with settings it never used.
+    for name, low in (("num_clips", 1), ("seed", 0), ("sample_rate", 1)):
+        if settings[name] < low:
+            raise ValueError(f"{name} must be at least {low}, got {settings[name]}")
+    if not settings["clip_seconds"] > 0:
+        raise ValueError(f"clip_seconds must be positive, got {settings['clip_seconds']}")
+    clips = plan_synthcaps(settings["num_clips"], settings["seed"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(out_dir, settings)
 
-    clips = plan_synthcaps(settings["num_clips"], settings["seed"])
     splits = assign_splits([clip.group for clip in clips], settings["valid_fraction"],
                            settings["test_fraction"], seed=settings["seed"],
                            strata=[clip.attributes.lead for clip in clips])
@@ -276,20 +290,30 @@ def default_data_root() -> Path:
     return Path(os.environ.get("MLM_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 
 
+def default_synthcaps_folder(preset: str = "tiny", num_clips: int | None = None,
+                             root: str | os.PathLike | None = None) -> Path:
+    """``<root>/synthcaps-<preset>``, or ``<root>/synthcaps-<preset>-<num_clips>`` for a clip count other than
+    the preset's: each preset and size has its own folder. ``root`` defaults to :func:`default_data_root`."""
+    suffix = "" if num_clips is None or num_clips == get_preset(preset).data.num_clips else f"-{num_clips}"
+    return Path(root if root is not None else default_data_root()) / f"synthcaps-{preset}{suffix}"
+
+
 def ensure_synthcaps(preset: str = "tiny", root: str | os.PathLike | None = None,
                      progress: bool = True, num_clips: int | None = None) -> Path:
-    """Return ``<root>/synthcaps-<preset>``, generating the dataset first if it has no
-    manifest yet (about 10 s for ``tiny``). ``root`` defaults to :func:`default_data_root`.
+    """Return :func:`default_synthcaps_folder`, generating the dataset first if it has no manifest yet
+    (about 10 s for ``tiny``). ``num_clips`` other than the preset's asks for a bigger (or smaller) set with
+    the preset's other settings (MuLan, lesson 07, trains on 2,400 tiny clips: about 100 s to render,
+    300 MB).
 
-    ``num_clips`` other than the preset's asks for a bigger (or smaller) set with the preset's
-    other settings, kept apart in ``<root>/synthcaps-<preset>-<num_clips>`` (MuLan, lesson 07,
-    trains on 2,400 tiny clips: about 100 s to render, 300 MB)."""
-    if num_clips is None or num_clips == get_preset(preset).data.num_clips:
-        name, num_clips = f"synthcaps-{preset}", None
+    Raises:
+        ValueError: if the folder holds a dataset made with other settings (another preset's clips, say).
+    """
+    folder = default_synthcaps_folder(preset, num_clips, root)
+    if num_clips == get_preset(preset).data.num_clips:
+        num_clips = None
+    if (folder / MANIFEST_NAME).exists():
+        _claim_folder(folder, _settings(preset, num_clips, None, None, None))   # made for this preset?
     else:
-        name = f"synthcaps-{preset}-{num_clips}"
-    folder = Path(root if root is not None else default_data_root()) / name
-    if not (folder / MANIFEST_NAME).exists():
         write_synthcaps(folder, preset=preset, num_clips=num_clips, progress=progress)
     return folder
 

@@ -383,3 +383,28 @@ def test_a_truncated_wav_is_an_error_when_loaded_not_a_short_clip(synthcaps, tmp
     with pytest.raises(ValueError, match=r"holds 0.33 s of audio, but the manifest says 1 s: the file is truncated"):
         dataset[0]
     assert dataset[1]["audio"].shape[-1] == rate                         # the others load as before
+
+
+@pytest.mark.parametrize("setting, value, message", [("seed", -1, "seed must be at least 0, got -1"),
+                                                     ("num_clips", 0, "num_clips must be at least 1, got 0"),
+                                                     ("clip_seconds", 0.0, "clip_seconds must be positive")])
+def test_rejected_settings_create_nothing(tmp_path, setting, value, message):
+    out = tmp_path / "X"
+    with pytest.raises(ValueError, match=message):
+        datasets.write_synthcaps(out, **{**SMALL, setting: value})
+    assert not out.exists()
+    datasets.write_synthcaps(out, **SMALL)                               # so the correct run that follows works
+
+
+def test_each_preset_and_size_has_its_own_default_folder_and_a_folder_is_checked_on_use(tmp_path, monkeypatch):
+    assert datasets.default_synthcaps_folder("small", root=tmp_path) == tmp_path / "synthcaps-small"
+    assert datasets.default_synthcaps_folder("tiny", 2400, root=tmp_path) == tmp_path / "synthcaps-tiny-2400"
+    assert datasets.default_synthcaps_folder("tiny", 240, root=tmp_path) == tmp_path / "synthcaps-tiny"  # the preset's
+    datasets.write_synthcaps(tmp_path / "synthcaps-tiny", **SMALL)          # not what the tiny preset makes
+    with pytest.raises(ValueError, match="already holds a SynthCaps dataset made with different settings"):
+        datasets.ensure_synthcaps("tiny", root=tmp_path, progress=False)
+    monkeypatch.setenv("MLM_DATA_DIR", str(tmp_path))
+    from mlm_lessons import cli
+
+    cli.main(["data", "--preset", "tiny", "--num-clips", "3", "--quiet"])
+    assert len(datasets.read_synthcaps_manifest(tmp_path / "synthcaps-tiny-3")) == 3
