@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from mlm_lessons import assignments
+from mlm_lessons.notebook_runner import LessonCellError
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -240,3 +241,6 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:              # a path that is missing, of the wrong kind or not writable
         print(f"error: {_os_error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except LessonCellError as err:      # `notebooks`: a lesson cell failed (a few lines, not a traceback)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from mlm_lessons.atomic import atomic_path
+
+
+class LessonCellError(RuntimeError):
+    """A cell of a lesson failed: which cell, its first line and the error, in a few lines."""
 
 
 def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
@@ -23,7 +28,7 @@ def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
     """Run ``path`` top to bottom and store its outputs; returns wall-clock seconds.
 
     Raises:
-        nbclient.exceptions.CellExecutionError: a cell failed; the file is left unchanged.
+        LessonCellError: a cell failed (its number, first line and error); the file is left unchanged.
     """
     path = Path(path)
     if not path.exists():
@@ -32,8 +37,25 @@ def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
     client = NotebookClient(notebook, timeout=timeout_per_cell, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        raise LessonCellError(_failed_cell_summary(path, notebook, err)) from None
     seconds = time.perf_counter() - start
     with atomic_path(path) as tmp:
         nbformat.write(notebook, str(tmp))
     return seconds
+
+
+def _failed_cell_summary(path: Path, notebook: nbformat.NotebookNode, err: CellExecutionError) -> str:
+    """``path: cell [N] (line "...") failed: Name: value`` and where to look, from the failing cell."""
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    failed = next((number for number, cell in enumerate(code, start=1)
+                   if any(output.get("output_type") == "error" for output in cell.get("outputs", []))), None)
+    where = "a cell"
+    if failed is not None:
+        first_line = next((line for line in code[failed - 1].source.splitlines() if line.strip()), "")
+        where = f"code cell {failed} (\"{first_line[:70]}\")"
+    value = str(err.evalue).strip().splitlines()[0][:300] if str(err.evalue).strip() else ""
+    return (f"{path}: {where} failed with {err.ename}{': ' + value if value else ''}\n"
+            f"  open the notebook and run it to that cell to see the whole traceback; the file is unchanged")

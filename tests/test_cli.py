@@ -164,3 +164,20 @@ def test_train_a_musiclm_stage_on_token_files_resumes_and_exports(tmp_path, caps
         cli.main(["train", "--stage", "fine", "--condition-on", "semantic", "--data", str(data), "--tokens",
                   str(tmp_path / "tokens"), "--out", str(tmp_path / "bad"), "--quiet"])
     assert "non-empty subset of ['coarse']" in capsys.readouterr().err
+
+
+def test_a_failing_lesson_cell_is_reported_in_a_few_lines_and_the_file_is_left_alone(tmp_path, capsys):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("x = 1"),
+                      nbformat.v4.new_code_cell("# the second cell\nfrom math import sqrt\nsqrt(-x)")]
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(notebook, path)
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main(["notebooks", str(path)])
+    message = capsys.readouterr().err
+    assert exit_code.value.code == 1 and len(message.strip().splitlines()) <= 3
+    assert 'code cell 2 ("# the second cell") failed with ValueError: math domain error' in message
+    assert path.read_bytes() == before
