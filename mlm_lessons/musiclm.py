@@ -372,7 +372,12 @@ class Stage(nn.Module):
             raise ValueError(f"frames must be >= 0, got {frames}")
         if not 0 < overlap < 1:
             raise ValueError(f"overlap is the fraction of a window carried into the next, in (0, 1); got {overlap}")
-        batch = next(iter(conditions.values())).shape[0] if conditions else 1
+        sizes = {name: value.shape[0] for name, value in conditions.items()}
+        if prompt is not None:
+            sizes["prompt"] = prompt.shape[0]
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"the conditions and the prompt must have one batch size, got {sizes}")
+        batch = next(iter(sizes.values()), 1)
         if prompt is None:
             prompt = torch.zeros(batch, 0, kind.levels, dtype=torch.long)
         layout.target.flatten(layout.target_kind, prompt)                  # checks its shape and codes

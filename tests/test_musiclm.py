@@ -191,6 +191,8 @@ def test_music_longer_than_a_window_is_made_window_by_window_on_aligned_conditio
         model.generate({**conditions, "semantic": conditions["semantic"][:, :11]}, frames=21, prompt=prompt)
     with pytest.raises(ValueError, match="overlap"):
         model.generate(conditions, frames=4, overlap=1.0)
+    with pytest.raises(ValueError, match=r"one batch size, got \{'mulan': 1, 'semantic': 1, 'prompt': 2\}"):
+        model.generate(conditions, frames=4, prompt=prompt.repeat(2, 1, 1))
 
 
 def test_a_stage_refuses_examples_longer_than_its_window_and_unknown_stages():
