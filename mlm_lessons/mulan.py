@@ -56,7 +56,7 @@ from mlm_lessons.atomic import atomic_path
 from mlm_lessons.audio import AudioError, as_tensor, scaled_log_mel
 from mlm_lessons.config import AudioFeatureConfig, Config, MuLanConfig
 from mlm_lessons.quantize import ResidualVQ
-from mlm_lessons.train import (Trainer, half_state_dict, load_half_state_dict, save_atomically,
+from mlm_lessons.train import (Trainer, half_state_dict, load_half_state_dict, load_tagged_file, save_atomically,
                                saved_config_section)
 from mlm_lessons.transformer import TransformerEncoder
 
@@ -398,12 +398,7 @@ class MuLan(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MuLan":
         """Read a file written by :meth:`save` (in eval mode)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no MuLan checkpoint at {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != MULAN_FORMAT:
-            raise ValueError(f"{path} is not a MuLan file (no {MULAN_FORMAT!r} format tag)")
+        payload = load_tagged_file(path, MULAN_FORMAT, "MuLan checkpoint", "MuLan")
         settings = dict(payload["config"])
         model = cls(CaptionTokenizer.from_str(payload["tokenizer"]),
                     features=saved_config_section(AudioFeatureConfig, settings.pop("features"), "features"),

@@ -21,8 +21,8 @@ tokens of several kinds become one sequence of integer ids.
    ``offset(kind, l) + c``: every (kind, level) owns its own block of ids, so the same code at two levels
    is two different tokens with two different embeddings. Special tokens come first: ``PAD_ID = 0``
    (filling, never predicted: music shorter than a stage's window is padded to a full window's layout,
-   so every token keeps the position the stage learned it at) and, in a target layout, ``BOS_ID = 1`` (the start of what a stage
-   generates).
+   so every token keeps the position the stage learned it at) and, in a target layout, ``BOS_ID = 1``
+   (the start of what a stage generates).
 4. **Valid ids per position.** At a position where level ``l`` is due, only the ids of that level's block
    are valid. :meth:`TokenLayout.valid_ids` gives the mask, so generation samples only tokens that mean
    something where they are put, and :meth:`TokenLayout.unflatten` refuses a sequence that breaks the
@@ -61,7 +61,7 @@ from torch.utils.data import Dataset
 
 from mlm_lessons.config import Config, TransformerConfig
 from mlm_lessons.token_files import check_token_spec
-from mlm_lessons.train import Trainer, half_state_dict, load_half_state_dict, save_atomically
+from mlm_lessons.train import Trainer, half_state_dict, load_half_state_dict, load_tagged_file, save_atomically
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig, next_token_loss
 
 PAD_ID = 0   # padding in every layout: never predicted, never a code
@@ -324,12 +324,7 @@ class Stage(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Stage":
         """Read a file written by :meth:`save` (in eval mode)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no stage checkpoint at {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != STAGE_FORMAT:
-            raise ValueError(f"{path} is not a MusicLM stage file (no {STAGE_FORMAT!r} format tag)")
+        payload = load_tagged_file(path, STAGE_FORMAT, "stage checkpoint", "MusicLM stage")
         model = cls.from_config(Config.from_dict(payload["config"]), payload["stage"], payload["seconds"],
                                 payload.get("condition_on"))
         load_half_state_dict(model, payload["model"], source=f"stage checkpoint {path}")
@@ -466,8 +461,8 @@ def sequence_length(layout: StageLayout, seconds: float) -> int:
 
 class StageExamples(Dataset):
     """``{"prefix", "target"}`` id pairs of one stage from clips' token files, each a random window of
-    ``seconds`` (the whole clip if shorter, padded with ``PAD`` to a window's layout), drawn afresh every time from torch's global generator (which
-    the trainer seeds and checkpoints, so runs repeat and resume exactly).
+    ``seconds`` (the whole clip if shorter, padded with ``PAD`` to a window's layout), drawn afresh every time
+    from torch's global generator (which the trainer seeds and checkpoints, so runs repeat and resume exactly).
 
     A window starts on a semantic frame, and the acoustic frames of the same stretch of music are cut with
     it (two acoustic frames per semantic frame at 50 and 25 Hz), so a stage conditioned on semantic tokens

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from mlm_lessons.audio import as_tensor
 from mlm_lessons.quantize import assign_to_centroids, kmeans
-from mlm_lessons.train import half_state_dict, save_atomically
+from mlm_lessons.train import half_state_dict, load_tagged_file, save_atomically
 from mlm_lessons.w2v_bert import W2V_BERT_FORMAT, W2VBert
 
 TOKENIZER_FORMAT = "mlm_lessons.semantic_tokenizer/1"
@@ -164,12 +164,8 @@ class SemanticTokenizer(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SemanticTokenizer":
         """Read a file written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no semantic tokenizer at {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != TOKENIZER_FORMAT:
-            raise ValueError(f"{path} is not a semantic tokenizer file (no {TOKENIZER_FORMAT!r} format tag); a "
-                             "w2v-BERT alone loads with W2VBert.load, then SemanticTokenizer.fit gives tokens")
+        payload = load_tagged_file(path, TOKENIZER_FORMAT, "semantic tokenizer", "semantic tokenizer",
+                                   hint="; a w2v-BERT alone loads with W2VBert.load, then SemanticTokenizer.fit "
+                                        "gives tokens")
         encoder = W2VBert.from_payload(payload["encoder"], source=f"semantic tokenizer {path}")
         return cls(encoder, payload["centroids"], payload["layer"])

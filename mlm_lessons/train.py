@@ -508,6 +508,22 @@ def _check_writable_folder(folder: Path) -> None:
                               "you can write to") from None
 
 
+def load_tagged_file(path: str | os.PathLike, file_format: str, missing: str, kind: str, hint: str = "") -> dict:
+    """Read a file a model's ``save`` wrote (a dict tagged ``{"format": file_format, ...}``) onto the CPU.
+
+    Raises:
+        FileNotFoundError: ``"no {missing} at {path}"``.
+        ValueError: ``"{path} is not a {kind} file (no {file_format!r} format tag)"``, then ``hint``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {missing} at {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise ValueError(f"{path} is not a {kind} file (no {file_format!r} format tag){hint}")
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :class:`Trainer` onto the CPU.
 
