@@ -3,9 +3,10 @@
 Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
 highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram`, the w2v-BERT
 lesson its encoder with :func:`w2v_bert_diagram`, the MuLan lesson its two towers with
-:func:`mulan_diagram` and the stages lesson its token layouts with :func:`stage_layouts_diagram`. All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no
-image files), and every number in a label comes from an argument or from the papers, so a figure
-cannot quietly disagree with the code::
+:func:`mulan_diagram` and the stages lesson its token layouts with :func:`stage_layouts_diagram`.
+All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no image files), and every
+number in a label comes from an argument or from the papers, so a figure cannot quietly disagree with
+the code::
 
     soundstream_diagram()                                      # the course's codec: 1600 bit/s
     soundstream_diagram(num_levels=12, codebook_size=1024,     # the paper's codec: 6000 bit/s

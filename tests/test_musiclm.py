@@ -219,7 +219,8 @@ def test_an_ablated_stage_reads_only_the_conditions_it_is_given(tmp_path):
     loaded = musiclm.Stage.load(model.save(tmp_path / "coarse-mulan.pt"))
     assert loaded.layout.prefix_kinds == ("mulan",)
     mulan_only = {"mulan": conditions_for("coarse")["mulan"]}
-    assert torch.equal(loaded.generate(mulan_only, 12, temperature=0.0), model.generate(mulan_only, 12, temperature=0.0))
+    assert torch.equal(loaded.generate(mulan_only, 12, temperature=0.0),
+                       model.generate(mulan_only, 12, temperature=0.0))
 
 
 # -- training on token files ----------------------------------------------------------------------------
@@ -307,7 +308,8 @@ def test_the_cascade_writes_every_kind_in_turn_for_music_longer_than_any_window(
     assert int(tokens["acoustic"].max()) < tiny.codebook_size and int(tokens["semantic"].max()) < tiny.semantic_clusters
     again = musiclm.cascade(stages, mulan_codes, 0.6, temperatures, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(tokens[name], again[name]) for name in tokens)            # determined by the seed
-    other = dataclasses.replace(TINY, transformer=SMALL_LM, tokens=dataclasses.replace(TINY.tokens, semantic_clusters=64))
+    other = dataclasses.replace(TINY, transformer=SMALL_LM,
+                                tokens=dataclasses.replace(TINY.tokens, semantic_clusters=64))
     with pytest.raises(ValueError, match="the coarse stage reads semantic tokens as .* stages made for different"):
         musiclm.cascade({**stages, "semantic": musiclm.Stage.from_config(other, "semantic", 0.2)}, mulan_codes, 0.6,
                         temperatures)
@@ -322,7 +324,8 @@ def test_music_shorter_than_a_window_is_padded_to_the_layout_of_a_full_window(to
     batch = torch.utils.data.default_collate([examples[0], examples[1]])                     # same lengths
     mulan_levels = TINY.tokens.mulan_rvq_levels
     assert batch["prefix"].shape == (2, mulan_levels + 20) and batch["target"].shape == (2, 1 + 40 * 2)
-    assert (batch["prefix"][0, mulan_levels + 10:] == PAD_ID).all() and (batch["target"][0, 1 + 20 * 2:] == PAD_ID).all()
+    assert (batch["prefix"][0, mulan_levels + 10:] == PAD_ID).all()
+    assert (batch["target"][0, 1 + 20 * 2:] == PAD_ID).all()
     assert not (batch["prefix"][1] == PAD_ID).any() and not (batch["target"][1] == PAD_ID).any()
     model = small_stage("coarse", seconds=0.8)
     loss, _ = model.loss(batch["prefix"], batch["target"])            # PAD targets are not scored
