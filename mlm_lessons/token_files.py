@@ -67,14 +67,14 @@ def token_spec(codec, semantic, mulan, sources: dict[str, str | os.PathLike] | N
     }
 
 
-def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+def _differences(saved: dict, wanted: dict, prefix: str = "", sides: tuple[str, str] = ("there", "here")) -> list[str]:
     found = []
     for key in sorted(set(saved) | set(wanted)):
         left, right = saved.get(key), wanted.get(key)
         if isinstance(left, dict) and isinstance(right, dict):
-            found += _differences(left, right, f"{prefix}{key}.")
+            found += _differences(left, right, f"{prefix}{key}.", sides)
         elif left != right:
-            found.append(f"{prefix}{key} is {left!r} there but {right!r} here")
+            found.append(f"{prefix}{key} is {left!r} {sides[0]} but {right!r} {sides[1]}")
     return found
 
 
@@ -144,8 +144,9 @@ def read_token_files(out_dir: str | os.PathLike, ytids: Sequence[str] | None = N
     return spec, clips
 
 
-def check_token_spec(spec: dict, config: Config) -> None:
-    """Refuse token files whose kinds disagree with ``config.tokens`` (what the stages are built for)."""
+def check_token_spec(spec: dict, config: Config, sides: tuple[str, str] = ("there", "here")) -> None:
+    """Refuse token files whose kinds disagree with ``config.tokens`` (what the stages are built for); ``sides``
+    name the two in the message (the spec's, the configuration's)."""
     tokens = config.tokens
     wanted = {"sample_rate": config.data.sample_rate,
               "acoustic": {"levels": tokens.rvq_levels, "codebook_size": tokens.codebook_size,
@@ -155,7 +156,7 @@ def check_token_spec(spec: dict, config: Config) -> None:
               "mulan": {"levels": tokens.mulan_rvq_levels, "codebook_size": tokens.mulan_codebook_size,
                         "frame_rate": None}}
     saved = {key: spec.get(key) for key in wanted}
-    differences = _differences(saved, wanted)
+    differences = _differences(saved, wanted, sides=sides)
     if differences:
         raise TokenFileMismatch(f"these token files do not fit the {config.name!r} configuration: "
                                 + "; ".join(differences) + ". Extract tokens with the models of this preset")
