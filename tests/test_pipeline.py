@@ -143,7 +143,8 @@ def test_a_codec_that_makes_other_tokens_than_the_stages_read_is_refused(shipped
     other = dataclasses.replace(tiny, tokens=dataclasses.replace(tiny.tokens, rvq_levels=8))
     SoundStream.from_config(other).save(mismatched / "soundstream.pt")
     pipeline.write_manifest(mismatched)                                  # the swap is deliberate: re-assembled
-    with pytest.raises(pipeline.PipelineError, match=r"semantic stage was built for other tokens.*acoustic.levels is 8 in the token models but 4 in the stage"):
+    with pytest.raises(pipeline.PipelineError,
+                       match="semantic stage was built for other tokens.*acoustic.levels is 8 in the token models"):
         pipeline.MusicLM.load(mismatched)
 
 
@@ -151,7 +152,8 @@ def test_stages_built_for_another_tokenizer_are_refused(shipped):
     tiny = config.get_preset("tiny")
     other = dataclasses.replace(tiny, tokens=dataclasses.replace(tiny.tokens, semantic_clusters=64))
     stages = {**shipped.stages, "semantic": musiclm.Stage.from_config(other, "semantic")}
-    with pytest.raises(pipeline.PipelineError, match="semantic stage was built for other tokens.*semantic.codebook_size"):
+    with pytest.raises(pipeline.PipelineError,
+                       match="semantic stage was built for other tokens.*semantic.codebook_size"):
         pipeline.MusicLM(shipped.codec, shipped.semantic_tokenizer, shipped.mulan, stages)
     with pytest.raises(pipeline.PipelineError, match="missing"):
         pipeline.MusicLM(shipped.codec, shipped.semantic_tokenizer, shipped.mulan,
