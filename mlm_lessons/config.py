@@ -194,6 +194,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     grad_accum_steps: int = 1              # micro-batches per optimiser step (same result, less memory)
+    compile: bool = False                  # torch.compile the loss computation (faster steps, slow first ones)
 
     def __post_init__(self) -> None:
         """Refuse a value the loop cannot use, naming the field and its allowed range (a negative batch
@@ -222,6 +223,7 @@ class TrainConfig:
         need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an integer >= 1")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(is_int(self.grad_accum_steps) and self.grad_accum_steps >= 1, "grad_accum_steps", "an integer >= 1")
+        need(isinstance(self.compile, bool), "compile", "True or False")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ What the loop does for you, every step:
 
 * moves the model and each batch to ``resolve_device(train.device)``;
 * runs ``loss_fn`` under ``torch.autocast(..., dtype=torch.bfloat16, enabled=train.bf16)`` (also on CPU);
+* with ``train.compile``, runs ``loss_fn`` compiled by ``torch.compile`` (inductor by default: fused
+  kernels, fewer trips to memory; the first steps wait for the compiler, tens of seconds). The function is
+  compiled, traced through the model calls it makes, never the model object, so checkpoints hold the plain
+  model's weights and a compiled run and an uncompiled one resume each other;
 * backward (over ``train.grad_accum_steps`` micro-batches, see below), gradient clipping to
   ``train.grad_clip`` (the pre-clip norm is logged), AdamW (decoupled weight decay on matrices only, not on
   biases and norm gains), linear warm-up then cosine decay of the learning rate;
@@ -103,6 +107,7 @@ lets only rank 0 show progress and write checkpoints. The loss computation itsel
 the plain, unwrapped model) runs inside DDP's ``forward``, so a ``loss_fn`` may call any sub-module
 (``model.encoder(...)``, ``gan.discriminator(...)``) and gradients are still synchronised. With gradient
 accumulation, gradients are all-reduced once per step, after the last micro-batch (``no_sync`` before).
+With ``train.compile``, the compiled ``loss_fn`` runs inside DDP's ``forward`` the same way.
 """
 
 from __future__ import annotations
@@ -138,9 +143,10 @@ CHECKPOINT_FORMAT = "mlm_lessons.train/1"
 # TrainConfig fields that may change between a run and its resumption: they do not change what the
 # finished steps computed. ``max_steps`` may grow to extend a run (the cosine schedule then stretches to
 # the new horizon); ``device``/``bf16`` let a GPU run continue on a laptop and vice versa;
-# ``grad_accum_steps`` only trades memory for time (except over ready batches, see the module docstring).
+# ``grad_accum_steps`` only trades memory for time (except over ready batches, see the module docstring)
+# and ``compile`` only changes how fast the same computation runs (up to float rounding).
 RESUMABLE_CHANGES = ("train.max_steps", "train.device", "train.bf16", "train.checkpoint_every",
-                     "train.log_every", "train.grad_accum_steps")
+                     "train.log_every", "train.grad_accum_steps", "train.compile")
 
 
 class CheckpointMismatchError(ValueError):
@@ -394,14 +400,20 @@ class _LossComputation(nn.Module):
 
     DDP only synchronises gradients for work done inside its own ``forward``; running the caller's loss
     function there lets it use the plain model and any of its sub-modules.
+
+    With a ``compile_backend`` each loss function is compiled by ``torch.compile``: it is traced with the
+    model it is given, whatever sub-modules or methods it calls (``model.loss(...)``, a discriminator),
+    while ``model`` itself stays the plain module (no ``_orig_mod.`` in its parameter names).
     """
 
-    def __init__(self, model: nn.Module, loss_fns: dict[str, LossFn], device: torch.device, bf16: bool):
+    def __init__(self, model: nn.Module, loss_fns: dict[str, LossFn], device: torch.device, bf16: bool,
+                 compile_backend: str | None = None):
         super().__init__()
         self.model = model
-        self.loss_fns = loss_fns
         self.takes_step = {name: "step" in inspect.signature(loss_fn).parameters
                            for name, loss_fn in loss_fns.items()}
+        self.loss_fns = loss_fns if compile_backend is None else {
+            name: torch.compile(loss_fn, backend=compile_backend) for name, loss_fn in loss_fns.items()}
         self.device_type = device.type
         self.bf16 = bf16
 
@@ -706,6 +718,9 @@ class Trainer:
         objective_start_steps: ``{name: step}`` for objectives that are skipped before ``step`` (no
             forward, backward or update; their scheduler counts from their start). Unnamed objectives
             start at step 0, and at least one must. See the module docstring.
+        compile_backend: the ``torch.compile`` backend used when ``train.compile`` is on: ``"inductor"``
+            (generated kernels), or e.g. ``"aot_eager"`` (the same traced graphs run by eager kernels: no C++
+            or Triton compiler needed, what the tests use to stay quick).
 
     Attributes:
         step: optimiser steps done so far (restored on resume).
@@ -733,6 +748,7 @@ class Trainer:
         num_workers: int = 0,
         find_unused_parameters: bool | None = None,
         objective_start_steps: Mapping[str, int] | None = None,
+        compile_backend: str = "inductor",
     ):
         # What is stored in checkpoints and compared on resume, with the defaults of its fields (the
         # values of fields that a checkpoint written before they existed lacks).
@@ -752,6 +768,11 @@ class Trainer:
         cfg = self.train_config   # its fields were checked when it was made (TrainConfig.__post_init__)
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {lr_schedule!r}")
+        if cfg.compile:  # checked only then: listing the backends imports the compiler (seconds)
+            if compile_backend not in torch.compiler.list_backends(exclude_tags=()):
+                raise ValueError(f"compile_backend {compile_backend!r} is not a torch.compile backend; use "
+                                 "'inductor' (the default), 'aot_eager' or 'eager' (torch.compiler.list_backends())")
+        self.compile_backend = compile_backend if cfg.compile else None
 
         self.env = DistributedEnv.from_environment()
         self.device = resolve_device(cfg.device)
@@ -827,7 +848,7 @@ class Trainer:
         if self.step >= cfg.max_steps:
             return self.history
         with _process_group(self.env, self.device):
-            computation = _LossComputation(self.model, self.loss_fns, self.device, cfg.bf16)
+            computation = _LossComputation(self.model, self.loss_fns, self.device, cfg.bf16, self.compile_backend)
             if self.env.is_distributed:
                 computation = DistributedDataParallel(
                     computation, device_ids=[self.device.index] if self.device.type == "cuda" else None,

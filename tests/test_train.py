@@ -1,9 +1,11 @@
-"""The generic training loop: it learns, clips, autocasts, checkpoints atomically, resumes bit for bit,
+"""The generic training loop: it learns, clips, autocasts, compiles, checkpoints atomically, resumes bit for bit,
 refuses mismatched checkpoints (but not older ones), trains GANs with two optimisers and objectives that
-start later, accumulates gradients, and gives the same result under DDP."""
+start later, accumulates gradients, and gives the same result under DDP, for the course's models too (the
+MusicLM stages, the SoundStream GAN, w2v-BERT)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import random
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from _torchrun import run_on_two_cpu_processes
+from _ddp_models_worker import train as train_course_model
 from _ddp_worker import (
     DDP_CONFIG,
     LATE_START,
@@ -133,6 +136,52 @@ def test_bf16_autocast_runs_on_cpu():
     assert model.activation_dtypes == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+
+
+def test_compiled_and_uncompiled_runs_match_and_resume_each_other(tmp_path):
+    """10 compiled steps, 5 uncompiled, 5 compiled again, each resumed from the checkpoint before: the run of
+    20 uncompiled steps. The tests compile with "aot_eager", which traces and compiles as inductor does but
+    runs eager kernels: about a second per compilation instead of tens on a CPU."""
+    traced = False
+
+    def mse_noting_compilation(model, batch):
+        nonlocal traced
+        if torch.compiler.is_compiling():
+            traced = True   # only when torch.compile traced it (written, never read: no recompilation)
+        return mse_loss(model, batch)
+
+    config = dataclasses.replace(CPU_CONFIG, checkpoint_every=5)   # 20 steps, logged at 3, 5, 6, 9, 10, 12, ...
+    data = regression_data(24)
+    straight = small_mlp()
+    # A constant learning rate after warm-up, so that lengthening max_steps on resume changes nothing.
+    straight_history = Trainer(straight, config, data, mse_loss, out_dir=tmp_path / "straight",
+                               lr_schedule="constant", progress=False).fit()
+    out_dir = tmp_path / "in_turns"
+
+    def run(model, max_steps, compile):
+        return Trainer(model, dataclasses.replace(config, max_steps=max_steps, compile=compile), data,
+                       mse_noting_compilation, out_dir=out_dir, resume=True, lr_schedule="constant",
+                       compile_backend="aot_eager", progress=False).fit()
+
+    run(small_mlp(), 10, compile=True)
+    assert traced
+    assert list(load_checkpoint(out_dir / "last.pt")["model"]) == list(small_mlp().state_dict())  # plain names
+    traced = False
+    run(small_mlp(seed=99), 15, compile=False)
+    assert not traced
+    written_before_the_field_existed(out_dir / "last.pt", "train", "compile")   # resumes compiled all the same
+    resumed = small_mlp(seed=99)
+    resumed_history = run(resumed, 20, compile=True)
+    assert traced
+
+    assert_same_parameters(straight, resumed, atol=1e-5)
+    assert_same_history(straight_history, resumed_history)
+
+
+def test_compile_backend_is_checked_when_compiling():
+    config = dataclasses.replace(CPU_CONFIG, compile=True)
+    with pytest.raises(ValueError, match=r"compile_backend 'inductr' is not a torch.compile backend; use 'induc"):
+        Trainer(small_mlp(), config, regression_data(24), mse_loss, compile_backend="inductr", progress=False)
 
 
 def start_values(state: dict[str, torch.Tensor], prefix: str) -> list[torch.Tensor]:
@@ -526,7 +575,8 @@ def written_before_the_field_existed(path: Path, section: str, field: str | None
     torch.save(checkpoint, path)
 
 
-@pytest.mark.parametrize("section, field", [("train", "weight_decay"), ("codec", None), ("model", "depth")])
+@pytest.mark.parametrize("section, field", [("train", "weight_decay"), ("train", "compile"), ("codec", None),
+                                            ("model", "depth")])
 def test_checkpoints_written_before_a_field_existed_still_resume(tmp_path, section, field):
     """The old run behaved as the new field's default does: resuming with the default is the same run."""
     config = dataclasses.replace(get_preset("tiny"), codec=CodecConfig(),
@@ -620,6 +670,92 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
     assert_same_history(constant_history, resumed_history)
 
 
+@pytest.fixture(scope="module")
+def course_models_under_ddp(tmp_path_factory) -> Path:
+    """One torchrun launch of two processes for every run of _ddp_models_worker (the three MusicLM stages, the
+    codec and its discriminators, w2v-BERT, each trained by the course's own function, and a compiled run); their
+    folder."""
+    out_dir = tmp_path_factory.mktemp("course_models") / "ddp"
+    run_on_two_cpu_processes("_ddp_models_worker.py", str(out_dir), "semantic", "coarse", "fine", "codec",
+                             "w2v_bert", "compiled")
+    return out_dir
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run as each torchrun rank does (OMP_NUM_THREADS=1): on a loaded machine with few cores, two threads of
+    these tiny convolutions can wait on each other for twenty times as long as one thread takes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def single_and_distributed(run: str, ddp_dir: Path, tmp_path: Path) -> tuple[nn.Module, list[dict], dict, list]:
+    """``run`` of _ddp_models_worker trained by one process on the whole global batch, ``(model, history)``,
+    then the two ranks' ``(checkpoint, [rank 0's state, rank 1's state])``."""
+    with one_thread():
+        model, history = train_course_model(run, tmp_path / run)
+    states = [torch.load(ddp_dir / run / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    return model, history, load_checkpoint(ddp_dir / run / "last.pt"), states
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
+def test_ddp_trains_a_musiclm_stage_like_one_process_on_the_global_batch(course_models_under_ddp, tmp_path, stage):
+    """musiclm.train_stage on 2 ranks x 2 windows per step == on 1 process x 4 windows: the same losses and
+    accuracies (no padding: each rank's mean is over as many tokens) and the same weights on both ranks."""
+    model, history, checkpoint, states = single_and_distributed(stage, course_models_under_ddp, tmp_path)
+    assert len(history) == len(checkpoint["history"]) == 3
+    assert_same_history(history, checkpoint["history"])
+    for state in states:
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_ddp_trains_the_codec_and_its_discriminators_like_one_process(course_models_under_ddp, tmp_path):
+    """soundstream.train_codec, two objectives (the discriminators from step 1) and Adam, on 2 ranks x 2 crops: the
+    losses and weights of 1 process x 4 crops. The codebooks' k-means, EMA and dead codes gather every rank's
+    vectors, which adds sums in another order: hence a tolerance, a tenth of what 3 Adam steps at the codec's
+    learning rate (1e-3) can move a weight. Perplexity and usage are means of each rank's own, not the batch's."""
+    model, history, checkpoint, states = single_and_distributed("codec", course_models_under_ddp, tmp_path)
+    distributed = checkpoint["history"]
+    assert [sorted(entry) for entry in history] == [sorted(entry) for entry in distributed]
+    assert len(history) == 3 and "discriminator/loss" not in history[0] and "discriminator/loss" in history[1]
+    for entry, other in zip(history, distributed):
+        batch_wide = {key: value for key, value in entry.items() if "/perplexity/" not in key and "/usage/" not in key}
+        assert {key: other[key] for key in batch_wide} == pytest.approx(batch_wide, rel=1e-4)
+    torch.testing.assert_close(states[1], states[0], rtol=0, atol=0)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(states[0][name], value, rtol=0, atol=3e-4, msg=name)
+
+
+def test_ddp_trains_w2v_bert_on_every_rank_alike(course_models_under_ddp, tmp_path):
+    """w2v_bert.train_w2v_bert on 2 ranks: both end with the same weights; its masks, masked-frame noise and
+    distractors come from each rank's own generator, so its losses differ from one process's, but its targets'
+    quantiser, which draws nothing and gathers the vectors of every rank, ends as one process's does."""
+    model, history, checkpoint, states = single_and_distributed("w2v_bert", course_models_under_ddp, tmp_path)
+    assert [sorted(entry) for entry in history] == [sorted(entry) for entry in checkpoint["history"]]
+    assert len(history) == 3 and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in checkpoint["history"])
+    torch.testing.assert_close(states[1], states[0], rtol=0, atol=0)
+    quantizer = {name: value for name, value in model.state_dict().items() if name.startswith("quantizer.")}
+    torch.testing.assert_close({name: states[0][name] for name in quantizer}, quantizer, rtol=0, atol=1e-6)
+
+
+def test_ddp_runs_a_compiled_loss_like_one_uncompiled_process(course_models_under_ddp):
+    """train.compile under DDP, with 2 micro-batches per rank and step (no_sync, then one all-reduce)."""
+    checkpoint = load_checkpoint(course_models_under_ddp / "compiled" / "last.pt")
+    states = [torch.load(course_models_under_ddp / "compiled" / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    eager = small_mlp()
+    history = Trainer(eager, DDP_CONFIG, regression_data(), mse_loss, progress=False).fit()
+    assert_same_history(history, checkpoint["history"])
+    for state in states:
+        assert list(state) == list(eager.state_dict())          # the plain model's names
+        for name, value in eager.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=0, atol=1e-6, msg=name)
+
+
 # -- never lose a good checkpoint ---------------------------------------------------------------------
 
 
@@ -661,10 +797,12 @@ def test_an_update_that_makes_weights_non_finite_is_refused():
 @pytest.mark.parametrize("field, value, allowed", [
     ("batch_size", -1, "an integer >= 1"), ("batch_size", 0, "an integer >= 1"), ("batch_size", 2.5, "an integer"),
     ("grad_clip", -1.0, "None .* or a finite number > 0"), ("grad_clip", 0, "None .* > 0"),
-    ("learning_rate", 0.0, "a finite number > 0"), ("learning_rate", float("nan"), "a finite"), ("weight_decay", -0.1, "a finite number >= 0"),
-    ("max_steps", -5, "an integer >= 0"), ("warmup_steps", -1, "an integer >= 0"), ("log_every", 0, "an integer >= 1"),
-    ("checkpoint_every", -1, "an integer >= 0"), ("grad_accum_steps", 0, "an integer >= 1"), ("seed", -3, "an integer >= 0"),
-    ("bf16", "yes", "True or False"), ("device", "", "\"auto\""),
+    ("learning_rate", 0.0, "a finite number > 0"), ("learning_rate", float("nan"), "a finite"),
+    ("weight_decay", -0.1, "a finite number >= 0"), ("max_steps", -5, "an integer >= 0"),
+    ("warmup_steps", -1, "an integer >= 0"), ("log_every", 0, "an integer >= 1"),
+    ("checkpoint_every", -1, "an integer >= 0"), ("grad_accum_steps", 0, "an integer >= 1"),
+    ("seed", -3, "an integer >= 0"), ("bf16", "yes", "True or False"), ("compile", 1, "True or False"),
+    ("device", "", "\"auto\""),
 ])
 def test_every_train_config_field_is_checked_when_made(field, value, allowed):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field} = .*must be {allowed}"):
