@@ -10,6 +10,11 @@ AudioSet clips, CC BY-SA 4.0) is a CSV whose audio must be fetched from YouTube
 separately. :func:`load_musiccaps` parses the CSV; :class:`MusicCapsDataset` pairs
 captions with any local audio files a user has.
 
+**Training clips** for the command line's ``train`` and ``tokens``: :func:`synthcaps_clips`
+(a SynthCaps folder's clips, whole) or :func:`music_clips` (a CSV of captioned music in
+MusicCaps' format, MusicCaps itself or your own, :func:`read_music_csv`: each row's audio file
+cut into clips of one length, rows without a readable file skipped and counted).
+
 Splits:
 
 * SynthCaps is split by *group* (the composition a clip was cut from), never by
@@ -17,6 +22,8 @@ Splits:
   groups are stratified by lead instrument so every split hears every instrument.
 * MusicCaps' only official split is ``is_audioset_eval``: clips from AudioSet's
   evaluation set. We call those ``"test"`` and the rest ``"train"``.
+* A CSV of your own music without that column holds out about 10% of its rows, picked
+  by a hash of the ytid (:func:`is_held_out`), so the same rows stay out on every run.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import ast
 import collections
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -346,8 +354,10 @@ class SynthCapsRecord:
     seconds: float | None = None    # the clip's length, as the manifest records it
 
 
-def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
-    """The rows of a CSV as dicts, refusing a file that lacks a column or has a row cut short.
+def _read_csv(path: Path, required: Sequence[str], what: str, optional: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV as dicts, refusing a file that lacks a ``required`` column or has a row cut short
+    (before a required column, or an ``optional`` one that the header has; absent optional columns are
+    absent from the rows' dicts).
 
     ``utf-8-sig`` reads the byte-order mark that spreadsheet programs write at the start of a UTF-8 CSV
     (without it the first column would be called "\ufeffytid").
@@ -355,7 +365,8 @@ def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, 
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            missing = [column for column in required if column not in (reader.fieldnames or [])]
+            header = reader.fieldnames or []
+            missing = [column for column in required if column not in header]
             if missing:
                 raise ValueError(f"{path} is not a {what}: missing column(s) {missing}; "
                                  f"expected columns {list(required)}")
@@ -363,8 +374,9 @@ def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, 
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text (byte {err.start} cannot be read): save it as UTF-8 "
                          "(\"CSV UTF-8\" in a spreadsheet program)") from None
+    checked = [*required, *(column for column in optional if column in header)]
     for line, row in enumerate(rows, start=2):
-        short = [column for column in required if row.get(column) is None]
+        short = [column for column in checked if row.get(column) is None]
         if short:
             raise ValueError(f"{path}, line {line}: the row ends before column(s) {short}; the file looks cut "
                              "short (an interrupted copy?)")
@@ -583,6 +595,15 @@ _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 _TIME_RANGE_SUFFIX = re.compile(r"^[_\-\s]*\[?\s*\d+(\.\d+)?\s*-\s*\d+(\.\d+)?\s*\]?$")
 
 
+def _captioned_stretch(wave: torch.Tensor, rate: int, start_s: float | None, end_s: float | None) -> torch.Tensor:
+    """The captioned ``[start_s, end_s)`` of a ``(time,)`` recording, if the file is longer than that by more
+    than a second (then it is taken to be the whole video); otherwise, or without times, the file is the clip."""
+    if start_s is None or end_s is None:
+        return wave
+    start, stop = round(start_s * rate), round(end_s * rate)
+    return wave[start:stop] if wave.shape[-1] > (stop - start) + rate else wave
+
+
 def _match_audio_files(audio_dir: Path, ytids: set[str]) -> dict[str, Path]:
     """Map ytid -> file for files named ``{ytid}.wav`` or ``{ytid}_{start}-{end}.flac`` (etc.)
     anywhere under ``audio_dir``."""
@@ -662,16 +683,216 @@ class MusicCapsDataset(Dataset):
                 "start_s": record.start_s, "end_s": record.end_s, "split": record.split}
         if self.has_audio:
             wave, rate = audio.load_audio(self.audio_files[record.ytid], sample_rate=self.sample_rate)
-            start, stop = round(record.start_s * rate), round(record.end_s * rate)
-            if wave.shape[-1] > (stop - start) + rate:     # the whole video: cut out the captioned clip
-                wave = wave[start:stop]
-            item["audio"] = wave
+            item["audio"] = _captioned_stretch(wave, rate, record.start_s, record.end_s)
         return item
 
     def __repr__(self) -> str:
         audio_note = (f", audio for {self.num_matched} of {self.num_captions} captions"
                       if self.has_audio else ", captions only")
         return f"MusicCapsDataset(split={self.split!r}, {len(self)} items{audio_note})"
+
+
+# ----------------------------------------------------------------------------
+# Training clips: SynthCaps, or a CSV of captioned music (MusicCaps, or yours)
+# ----------------------------------------------------------------------------
+
+#: The columns a CSV of music to train on must have. Of MusicCaps' other columns, ``aspect_list``,
+#: ``start_s``, ``end_s`` and ``is_audioset_eval`` are read where the CSV has them; the rest are not needed.
+MUSIC_CSV_COLUMNS: tuple[str, ...] = ("ytid", "caption")
+_MUSIC_CSV_OPTIONAL: tuple[str, ...] = ("aspect_list", "start_s", "end_s", "is_audioset_eval")
+#: The share of rows held out of training in a CSV without ``is_audioset_eval`` (:func:`is_held_out`).
+HELD_OUT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class MusicRecord:
+    """One row of a CSV of captioned music, as training reads it (:func:`read_music_csv`)."""
+
+    ytid: str                   # names the row's audio file: <ytid>.wav, <ytid>_<start>-<end>.flac, ...
+    caption: str
+    aspects: list[str]          # its aspect_list; [] where the CSV has none
+    start_s: float | None       # the captioned stretch of a longer file (MusicCaps: of the video); None: all of it
+    end_s: float | None
+    split: str                  # "train", or "test": held out, never trained on
+
+
+def is_held_out(ytid: str) -> bool:
+    """The held-out rule of a CSV without ``is_audioset_eval``: true for about :data:`HELD_OUT_FRACTION` of
+    ytids, decided by a SHA-256 of the ytid alone, so that a row keeps its side whatever the order of the CSV,
+    whatever rows are added to it, and on every machine (Python's ``hash`` of a string changes between runs)."""
+    digest = hashlib.sha256(ytid.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < HELD_OUT_FRACTION * 2 ** 64
+
+
+def _parse_aspects(text: str) -> list[str]:
+    """An aspect_list cell: ``"['rock', 'guitar']"`` as MusicCaps writes it, or plain ``"rock, guitar"`` as
+    a person types it; an empty cell is no aspects."""
+    text = text.strip()
+    if text.startswith("["):
+        return _parse_aspect_list(text)
+    return [aspect.strip() for aspect in text.split(",") if aspect.strip()]
+
+
+def read_music_csv(csv_path: str | os.PathLike) -> list[MusicRecord]:
+    """Parse a CSV of captioned music to train on: MusicCaps' ``musiccaps-public.csv``, or your own music in
+    its format.
+
+    Only ``ytid`` and ``caption`` are needed (:data:`MUSIC_CSV_COLUMNS`). ``aspect_list`` (as MusicCaps writes
+    it, or comma-separated), ``start_s`` and ``end_s`` (the captioned stretch of a longer file, seconds) and
+    ``is_audioset_eval`` are read where present. Held out (``split == "test"``, never trained on): the rows
+    whose ``is_audioset_eval`` is True (MusicCaps' evaluation split) or, without that column, the rows that
+    :func:`is_held_out` picks.
+
+    Raises:
+        FileNotFoundError: no file at ``csv_path``.
+        ValueError: no ``ytid`` or ``caption`` column, an empty or repeated ytid, an empty caption, or a cell
+            that does not parse (with its line).
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"no CSV at {csv_path}; pass a CSV of captioned music (columns ytid and caption, "
+                                "as in MusicCaps) or a SynthCaps folder")
+    records, lines = [], {}
+    for line, row in enumerate(_read_csv(csv_path, MUSIC_CSV_COLUMNS, "CSV of captioned music",
+                                         _MUSIC_CSV_OPTIONAL), start=2):
+        try:
+            ytid, caption = row["ytid"].strip(), row["caption"].strip()
+            if not ytid:
+                raise ValueError("the ytid is empty; it names the row's audio file")
+            if ytid in lines:
+                raise ValueError(f"ytid {ytid!r} is listed twice (first on line {lines[ytid]})")
+            if not caption:
+                raise ValueError(f"the caption of {ytid!r} is empty")
+            lines[ytid] = line
+            timed = bool(row.get("start_s", "").strip() and row.get("end_s", "").strip())
+            held_out = _parse_bool(row["is_audioset_eval"]) if "is_audioset_eval" in row else is_held_out(ytid)
+            records.append(MusicRecord(
+                ytid=ytid, caption=caption, aspects=_parse_aspects(row.get("aspect_list", "")),
+                start_s=_parse_seconds(row["start_s"]) if timed else None,
+                end_s=_parse_seconds(row["end_s"]) if timed else None, split="test" if held_out else "train",
+            ))
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{csv_path}, line {line}: {err}") from None
+    return records
+
+
+@dataclass(frozen=True)
+class TrainingClips:
+    """Clips to train on (or to make token files of), each with its name and the record it comes from.
+
+    ``audio[i]`` is a ``(samples,)`` float32 clip; ``ids[i]`` names it (and its token file); ``records[i]`` is
+    the :class:`SynthCapsRecord` or :class:`MusicRecord` it was cut from (its caption, its split); ``summary``
+    says in one line what was used and what was skipped (empty for SynthCaps, which has no gaps).
+    """
+
+    ids: list[str]
+    audio: list[torch.Tensor]
+    records: list
+    summary: str = ""
+
+    def of_split(self, split: str) -> "TrainingClips":
+        """The clips whose record is in ``split`` (``"train"``: those that models may learn from)."""
+        keep = [index for index, record in enumerate(self.records) if record.split == split]
+        return TrainingClips([self.ids[index] for index in keep], [self.audio[index] for index in keep],
+                             [self.records[index] for index in keep], self.summary)
+
+
+def synthcaps_clips(root: str | os.PathLike, sample_rate: int | None = None, split: str = "all") -> TrainingClips:
+    """The clips of a SynthCaps folder (one ``split``, or ``"all"``), whole as rendered, named by their ytid."""
+    dataset = SynthCapsDataset(root, split, sample_rate=sample_rate)
+    return TrainingClips([record.ytid for record in dataset.records], [item["audio"] for item in dataset],
+                         list(dataset.records))
+
+
+def cut_clips(wave: torch.Tensor, clip_samples: int) -> list[torch.Tensor]:
+    """Cut a ``(time,)`` recording into ``(clip_samples,)`` clips: consecutive pieces from its start; a
+    remainder of at least half a clip gives one more, ending where the recording ends (so it overlaps the one
+    before); a shorter remainder is dropped. A recording no longer than a clip is one clip, padded with silence.
+    """
+    length = wave.shape[-1]
+    if length <= clip_samples:
+        return [torch.nn.functional.pad(wave, (0, clip_samples - length))]
+    starts = list(range(0, length - clip_samples + 1, clip_samples))
+    if length - (starts[-1] + clip_samples) >= clip_samples / 2:
+        starts.append(length - clip_samples)
+    # Copies, not views: a view would keep the whole recording in memory for the sake of one clip.
+    return [wave[start:start + clip_samples].clone() for start in starts]
+
+
+def clip_id(ytid: str, index: int) -> str:
+    """The name of the ``index``-th clip cut from row ``ytid``, and of its token file: ``"aB3-xY_9kLm-00"``."""
+    return f"{ytid}-{index:02d}"
+
+
+def clip_row(name: str) -> str:
+    """The ytid of the row a clip was cut from (the inverse of :func:`clip_id`): ``"aB3-xY_9kLm"``."""
+    return name.rsplit("-", 1)[0]
+
+
+def _examples(items: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+
+def music_clips(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | None = None, sample_rate: int = 16_000,
+                clip_seconds: float = 4.0, split: str | None = None, progress: bool = False) -> TrainingClips:
+    """The clips of a CSV of captioned music (:func:`read_music_csv`).
+
+    Each row's audio file is found in ``audio_dir`` by its ytid, as :class:`MusicCapsDataset` finds it, read at
+    ``sample_rate``, cut to its captioned stretch, then into clips of ``clip_seconds`` (:func:`cut_clips`) named
+    by :func:`clip_id`. A row whose file is missing or unreadable is skipped and counted in ``summary``
+    ("used 120 of 130 rows ...; 10 audio files missing, e.g. ...: skipped"): every file is read here, before
+    any training, so a bad file can never stop a run half-way.
+
+    Args:
+        audio_dir: searched with its subfolders; default: the CSV's folder.
+        split: only the rows of this split (``"train"``: the rows models may learn from); ``None``: all.
+
+    Raises:
+        ValueError: if no row (of ``split``) has a readable audio file.
+    """
+    csv_path = Path(csv_path)
+    records = read_music_csv(csv_path)
+    audio_dir = Path(audio_dir) if audio_dir is not None else csv_path.parent
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"no audio folder at {audio_dir}; pass the folder that holds the CSV's audio files")
+    rows = [record for record in records if split is None or record.split == split]
+    label = {None: "rows", "train": "training rows"}.get(split, f"{split} rows")
+    if not rows:
+        raise ValueError(f"{csv_path} has no {label}" + (f" (all {len(records)} rows are held out for evaluation)"
+                                                         if records else ""))
+    files = _match_audio_files(audio_dir, {record.ytid for record in rows})
+    clip_samples = round(clip_seconds * sample_rate)
+    ids, clips, owners, missing, unreadable = [], [], [], [], []
+    for record in tqdm(rows, desc=f"reading the audio of {csv_path.name}", unit="file", disable=not progress):
+        if record.ytid not in files:
+            missing.append(record.ytid)
+            continue
+        try:
+            wave, _ = audio.load_audio(files[record.ytid], sample_rate=sample_rate)
+        except audio.AudioError as err:     # damaged, empty, or a format libsndfile cannot read: as if missing
+            unreadable.append(str(err).rstrip("."))
+            continue
+        stretch = _captioned_stretch(wave, sample_rate, record.start_s, record.end_s)
+        for index, clip in enumerate(cut_clips(stretch, clip_samples)):
+            ids.append(clip_id(record.ytid, index))
+            clips.append(clip)
+            owners.append(record)
+    problems = [f"{len(missing)} audio file(s) missing, e.g. {_examples(missing)}"] if missing else []
+    problems += [f"{len(unreadable)} unreadable, e.g. {unreadable[0]}"] if unreadable else []
+    if not ids:
+        raise ValueError(f"none of the {len(rows)} {label} of {csv_path} has a readable audio file in {audio_dir} "
+                         f"({'; '.join(problems)}); files are found by ytid: name them <ytid>.wav (or .flac, .ogg, "
+                         ".mp3, or <ytid>_<start>-<end>.wav), in that folder or below it")
+    used = {record.ytid: record.split for record in owners}
+    if split == "train":
+        held = len(records) - len(rows)
+        held_note = f" ({held} more held out for evaluation)" if held else ""
+    else:
+        held = sum(row_split != "train" for row_split in used.values())
+        held_note = f" ({held} of them held out for evaluation, never trained on)" if held else ""
+    summary = (f"used {len(used)} of {len(rows)} {label} of {csv_path}{held_note}: {len(ids)} clips of "
+               f"{clip_seconds:g} s" + "".join(f"; {problem}: skipped" for problem in problems))
+    return TrainingClips(ids, clips, owners, summary)
 
 
 # ----------------------------------------------------------------------------

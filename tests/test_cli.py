@@ -1,5 +1,6 @@
 """The command line and `make demo`'s output."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -24,18 +25,16 @@ def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert "unknown preset 'huge'" in capsys.readouterr().err
 
 
-def test_demo_writes_clips_captions_picture_and_page(tmp_path):
-    cli.main(["demo", "--out", str(tmp_path), "--num-clips", "2", "--seconds", "1.5"])
-    wavs = sorted(tmp_path.glob("clip-*.wav"))
-    assert len(wavs) == 2
+def test_demo_generates_a_clip_per_prompt_with_references_picture_and_page(tmp_path, capsys):
+    cli.main(["demo", "--out", str(tmp_path), "--prompt", "a calming violin melody", "--prompt",
+              "an energetic trumpet tune", "--seconds", "1", "--quiet"])
+    wavs = sorted(tmp_path.glob("generated-*.wav"))
+    assert len(wavs) == 2 and len(list(tmp_path.glob("reference-*.wav"))) == 2
     info = sf.info(wavs[0])
-    assert info.samplerate == 16_000 and info.frames == 24_000
-    captions = (tmp_path / "captions.tsv").read_text().strip().splitlines()
-    assert [line.split("\t")[0] for line in captions] == ["clip-00.wav", "clip-01.wav"]
-    assert all(len(line.split("\t")[1].split()) >= 5 for line in captions)
+    assert info.samplerate == 16_000 and info.frames == 16_000
     assert (tmp_path / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
-    page = (tmp_path / "index.html").read_text()
-    assert page.count("<audio") == 2
+    assert (tmp_path / "index.html").read_text().count("<audio") == 4
+    assert str(tmp_path / "index.html") in capsys.readouterr().out
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
@@ -113,7 +112,7 @@ def test_path_errors_are_one_line_naming_the_path(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     commands = {("data", "--out", str(a_file), "--num-clips", "1", "--quiet"): f"{a_file} is a file where a folder",
-                ("demo", "--out", str(a_file), "--num-clips", "1"): f"{a_file} is a file where a folder",
+                ("demo", "--out", str(a_file)): f"{a_file} is a file where a folder",
                 ("assignments", "build", "--out", str(a_file)): f"{a_file} is a file where a folder",
                 ("notebooks", str(tmp_path)): f"{tmp_path} is a folder where a file is needed"}
     for command, expected in commands.items():
@@ -181,3 +180,148 @@ def test_a_failing_lesson_cell_is_reported_in_a_few_lines_and_the_file_is_left_a
     assert exit_code.value.code == 1 and len(message.strip().splitlines()) <= 3
     assert 'code cell 2 ("# the second cell") failed with ValueError: math domain error' in message
     assert path.read_bytes() == before
+
+
+PIPELINE_FILES = ("soundstream.pt", "w2v-bert.pt", "mulan.pt", "semantic.pt", "coarse.pt", "fine.pt", "pipeline.json")
+
+
+@pytest.fixture
+def quick_tiny(monkeypatch):
+    """The tiny preset's models, trained in batches of 2 to 4: the same code, a few times quicker on a busy CPU.
+    Also no MusicCaps captions for MuLan's vocabulary: quicker, and the same wherever the tests run."""
+    tiny = config.get_preset("tiny")
+    quick = dataclasses.replace(tiny, codec=dataclasses.replace(tiny.codec, batch_size=2),
+                                w2v_bert=dataclasses.replace(tiny.w2v_bert, batch_size=4),
+                                mulan=dataclasses.replace(tiny.mulan, batch_size=4),
+                                train=dataclasses.replace(tiny.train, batch_size=4))
+    monkeypatch.setattr(config, "get_preset", lambda name: quick)
+    monkeypatch.setenv("MUSICCAPS_CSV", "/no/musiccaps.csv")
+    return quick
+
+
+def test_train_all_makes_the_six_pipeline_files_then_skips_what_is_finished(tmp_path, capsys, monkeypatch,
+                                                                            quick_tiny):
+    from mlm_lessons import mulan, musiclm, soundstream, token_files
+    from mlm_lessons.tokenize import SemanticTokenizer
+
+    monkeypatch.setenv("MLM_DATA_DIR", str(tmp_path))            # --num-clips renders its clips here
+    out, pipeline = tmp_path / "run", tmp_path / "run" / "pipeline"
+    command = ["train", "--stage", "all", "--preset", "tiny", "--num-clips", "6", "--steps", "1", "--out", str(out),
+               "--quiet"]
+    cli.main(command)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:-1]] == [
+        "soundstream", "w2v_bert", "mulan", "tokens", "semantic", "coarse", "fine"]
+    assert all("trained 1 steps" in line for line in lines[:3] + lines[4:-1]), lines
+    assert "made 6 token files" in lines[3] and lines[-1] == f"pipeline in {pipeline}"
+    assert sorted(path.name for path in pipeline.iterdir()) == sorted(PIPELINE_FILES)
+    codec = soundstream.SoundStream.load(pipeline / "soundstream.pt")
+    semantic = SemanticTokenizer.load(pipeline / "w2v-bert.pt")
+    model = mulan.MuLan.load(pipeline / "mulan.pt")
+    stages = {name: musiclm.Stage.load(pipeline / f"{name}.pt") for name in ("semantic", "coarse", "fine")}
+    assert model.text_tokens("a calm violin").shape == (1, quick_tiny.tokens.mulan_rvq_levels)
+    assert {name: stage.layout.name for name, stage in stages.items()} == {name: name for name in stages}
+    from mlm_lessons.pipeline import MusicLM
+    assert MusicLM.load(pipeline).generate("a calm violin", seconds=0.2).shape[0] == 1    # one folder, text to audio
+    spec, _ = token_files.read_token_files(out / "tokens")   # made by the models just trained, not the shipped ones
+    assert spec["sources"] == token_files.token_spec(codec, semantic, model, {
+        "codec": pipeline / "soundstream.pt", "semantic": pipeline / "w2v-bert.pt",
+        "mulan": pipeline / "mulan.pt"})["sources"]
+
+    written = {path.name: path.stat().st_mtime_ns for path in pipeline.iterdir()}
+    cli.main(command)                                          # finished: every stage is skipped, nothing rewritten
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all("skipped" in line for line in lines[:-1]) and len(lines) == 8, lines
+    assert {path.name: path.stat().st_mtime_ns for path in pipeline.iterdir()} == written
+
+    (pipeline / "fine.pt").unlink()                              # as if killed before fine was exported
+    cli.main(command)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines if "skipped" not in line] == ["fine", "pipeline in " + str(pipeline)]
+    assert musiclm.Stage.load(pipeline / "fine.pt").layout.name == "fine"
+
+    with pytest.raises(SystemExit) as exit_info:                # more steps would outdate the token files: refused
+        cli.main(command[:-4] + ["2", "--out", str(out), "--quiet"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert f"delete {out / 'tokens'}" in error and "soundstream, w2v_bert, mulan must be trained" in error
+
+
+def write_music_folder(folder, rows: dict[str, float | None], held_out: set[str] = frozenset()):
+    """A CSV of captioned music in MusicCaps' format (saved with a byte-order mark, as spreadsheet programs do)
+    and, for each row with a length, a wav of that many seconds at 22.05 kHz (stereo, so it is mixed down and
+    resampled). ``None``: no file."""
+    from mlm_lessons import audio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    header = "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset," \
+             "is_audioset_eval\n"
+    lines = [f'{ytid},0,10,/m/04rlf,"[\'{ytid} aspect\', \'calm\']","The caption of {ytid}.",1,False,'
+             f'{ytid in held_out}\n' for ytid in rows]
+    (folder / "music.csv").write_bytes(b"\xef\xbb\xbf" + (header + "".join(lines)).encode("utf-8"))
+    for index, (ytid, seconds) in enumerate(rows.items()):
+        if seconds is not None:
+            tone = torch.sin(torch.arange(int(seconds * 22_050)) / 22_050 * 2 * torch.pi * (220 + 55 * index))
+            audio.save_audio(folder / "audio" / f"{ytid}.wav", 0.3 * torch.stack([tone, tone]), 22_050)
+    return folder / "music.csv"
+
+
+def test_train_and_tokens_on_a_csv_of_your_music_skip_missing_and_unreadable_files(tmp_path, capsys, monkeypatch,
+                                                                                  quick_tiny):
+    from mlm_lessons import mulan, token_files
+
+    csv_path = write_music_folder(tmp_path, {"song-a": 10.0, "song-b": 2.0, "song-c": None, "song-d": 4.0,
+                                             "song-e": 4.0}, held_out={"song-e"})
+    (tmp_path / "audio" / "song-d.wav").write_bytes(b"RIFF, but no audio")    # a damaged file
+    seen = {}
+
+    def spy(module, name):   # record the positional arguments the command passes, and do the real work
+        function = getattr(module, name)
+
+        def recording(*args, **kwargs):
+            seen[name] = args
+            return function(*args, **kwargs)
+        monkeypatch.setattr(module, name, recording)
+
+    spy(mulan, "train_mulan")
+    cli.main(["train", "--stage", "mulan", "--data", str(csv_path), "--out", str(tmp_path / "mulan"), "--steps", "1",
+              "--quiet"])                                       # audio: the CSV's folder and its subfolders
+    printed = capsys.readouterr().out
+    # 10 s at 4 s a clip: 0-4, 4-8 and 6-10 (half a clip or more was left); 2 s: one clip, padded.
+    assert (f"used 2 of 4 training rows of {csv_path} (1 more held out for evaluation): 4 clips of 4 s; "
+            "1 audio file(s) missing, e.g. song-c: skipped; 1 unreadable, e.g. cannot read") in printed
+    assert "trained 1 steps" in printed
+    clips, captions = seen["train_mulan"][1:3]
+    assert [clip.shape for clip in clips] == [(64_000,)] * 4                 # at 16 kHz, mono
+    assert torch.equal(clips[2][:32_000], clips[1][32_000:]) and not clips[3][32_000:].any()
+    assert captions[0] == ["The caption of song-a.", "song-a aspect, calm"]
+    assert captions[3][0] == "The caption of song-b."
+    assert not any("song-e" in text for texts in captions for text in texts)            # held out: never seen
+
+    cli.main(["tokens", "--data", str(csv_path), "--audio", str(tmp_path / "audio"), "--out", str(tmp_path / "tokens"),
+              "--quiet"])
+    assert "token files of 5 clips" in capsys.readouterr().out
+    assert sorted(path.stem for path in (tmp_path / "tokens").glob("*.pt")) == [
+        "song-a-00", "song-a-01", "song-a-02", "song-b-00", "song-e-00"]   # held-out clips too, for evaluation
+    spy(token_files, "read_token_files")
+    cli.main(["train", "--stage", "semantic", "--data", str(csv_path), "--tokens", str(tmp_path / "tokens"),
+              "--out", str(tmp_path / "semantic"), "--steps", "1", "--quiet"])
+    assert "trained 1 steps" in capsys.readouterr().out
+    assert seen["read_token_files"][1] == ["song-a-00", "song-a-01", "song-a-02", "song-b-00"]   # never song-e
+
+
+def test_a_csv_without_audio_files_and_options_that_do_not_go_together_are_one_line_errors(tmp_path, capsys):
+    csv_path = write_music_folder(tmp_path, {"song-a": None, "song-b": None})
+    for command in (["train", "--stage", "soundstream"], ["tokens"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(command + ["--data", str(csv_path), "--out", str(tmp_path / "run"), "--quiet"])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1, error
+        assert "has a readable audio file in" in error and "2 audio file(s) missing, e.g. song-a, song-b" in error
+        assert "<ytid>.wav" in error
+    wrong = {("--stage", "mulan", "--audio", str(tmp_path)): "pass it with --data FILE.csv",
+             ("--stage", "all", "--export", str(tmp_path / "x.pt")): "drop --tokens, --export and --condition-on"}
+    for options, expected in wrong.items():     # refused before any data is rendered or read
+        with pytest.raises(SystemExit):
+            cli.main(["train", *options, "--out", str(tmp_path / "run")])
+        assert expected in capsys.readouterr().err

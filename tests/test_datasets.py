@@ -408,3 +408,80 @@ def test_each_preset_and_size_has_its_own_default_folder_and_a_folder_is_checked
 
     cli.main(["data", "--preset", "tiny", "--num-clips", "3", "--quiet"])
     assert len(datasets.read_synthcaps_manifest(tmp_path / "synthcaps-tiny-3")) == 3
+
+
+# --- training clips from a CSV of captioned music (MusicCaps, or yours) ---------------------------
+
+def test_cut_clips_lays_pieces_from_the_start_and_pads_a_short_recording():
+    def cut(wave):
+        return [clip.tolist() for clip in datasets.cut_clips(wave, 4)]
+
+    wave = torch.arange(10.0)
+    assert cut(wave) == [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]]     # 2 samples left: a last clip, ending at 10
+    assert cut(wave[:9]) == [[0, 1, 2, 3], [4, 5, 6, 7]]               # 1 left, under half a clip: dropped
+    assert cut(wave[:4]) == [[0, 1, 2, 3]]
+    assert cut(wave[1:3]) == [[1, 2, 0, 0]]                             # shorter than a clip: padded
+    assert datasets.clip_row(datasets.clip_id("aB3-xY_9kLm", 2)) == "aB3-xY_9kLm"
+
+
+def test_a_csv_with_only_ytid_and_caption_holds_rows_out_by_a_hash_of_the_ytid(tmp_path):
+    ytids = [f"track-{index:03d}" for index in range(200)]
+    rows = [f"{ytid},A song called {ytid}.\n" for ytid in ytids]
+    (tmp_path / "mine.csv").write_text("ytid,caption\n" + "".join(rows))
+    (tmp_path / "reversed.csv").write_text("caption,ytid\n" + "".join(
+        f"A song called {ytid}.,{ytid}\n" for ytid in reversed(ytids)))
+    records = datasets.read_music_csv(tmp_path / "mine.csv")
+    held = [record.ytid for record in records if record.split == "test"]
+    assert held[:5] == ["track-006", "track-008", "track-013", "track-021", "track-028"]   # on every machine
+    assert 10 <= len(held) <= 30                                                           # about 10%
+    assert sorted(r.ytid for r in datasets.read_music_csv(tmp_path / "reversed.csv") if r.split == "test") == held
+    first = records[0]
+    assert (first.caption, first.aspects, first.start_s, first.end_s) == ("A song called track-000.", [], None, None)
+
+
+def test_a_musiccaps_csv_reads_its_split_aspects_and_times_with_or_without_a_byte_order_mark(tmp_path):
+    with_bom = tmp_path / "bom.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + FIXTURE_CSV.read_bytes())
+    records = datasets.read_music_csv(with_bom)
+    assert records == datasets.read_music_csv(FIXTURE_CSV)
+    musiccaps = datasets.load_musiccaps(FIXTURE_CSV)
+    assert [(r.ytid, r.split, r.aspects, r.caption) for r in records] == [
+        (r.ytid, r.split, r.aspect_list, r.caption) for r in musiccaps]
+    assert (records[0].start_s, records[0].end_s) == (30, 40)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("a,one\nb,two\na,three\n", r"line 4: ytid 'a' is listed twice \(first on line 2\)"),
+    ("a,one\nb,  \n", r"line 3: the caption of 'b' is empty"),
+    ("a,one\n,two\n", r"line 3: the ytid is empty"),
+])
+def test_a_csv_of_music_with_a_bad_row_is_refused_with_its_line(tmp_path, rows, message):
+    (tmp_path / "mine.csv").write_text("ytid,caption\n" + rows)
+    with pytest.raises(ValueError, match=message):
+        datasets.read_music_csv(tmp_path / "mine.csv")
+
+
+def test_music_clips_cut_the_captioned_stretch_of_a_whole_video_and_read_plain_aspects(tmp_path):
+    rate = 8000
+    video = np.full(30 * rate, 0.1, dtype=np.float32)
+    video[10 * rate:20 * rate] = 0.8                       # the captioned 10-20 s, louder
+    sf.write(tmp_path / "video-1.wav", video, rate)
+    sf.write(tmp_path / "clip-2.flac", np.full(4 * rate, 0.5, dtype=np.float32), rate)
+    (tmp_path / "mine.csv").write_text("ytid,caption,aspect_list,start_s,end_s,is_audioset_eval\n"
+                                       "video-1,Loud.,\"rock, guitar\",10,20,False\nclip-2,Even.,,0,4,True\n")
+    clips = datasets.music_clips(tmp_path / "mine.csv", sample_rate=rate, clip_seconds=4.0)
+    assert clips.ids == ["video-1-00", "video-1-01", "video-1-02", "clip-2-00"]
+    assert all(float(clip.min()) > 0.7 for clip in clips.audio[:3])
+    assert clips.records[0].aspects == ["rock", "guitar"] and clips.records[3].aspects == []
+    assert clips.summary == (f"used 2 of 2 rows of {tmp_path / 'mine.csv'} (1 of them held out for evaluation, "
+                             "never trained on): 4 clips of 4 s")
+    assert clips.of_split("train").ids == clips.ids[:3]
+    only_train = datasets.music_clips(tmp_path / "mine.csv", sample_rate=rate, clip_seconds=4.0, split="train")
+    assert only_train.ids == clips.ids[:3] and "(1 more held out for evaluation)" in only_train.summary
+    (tmp_path / "held.csv").write_text("ytid,caption,is_audioset_eval\nclip-2,Even.,True\n")
+    with pytest.raises(ValueError, match=r"held.csv has no training rows \(all 1 rows are held out for evaluation\)"):
+        datasets.music_clips(tmp_path / "held.csv", sample_rate=rate, split="train")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ValueError, match=r"none of the 2 rows of .* has a readable audio file in .*elsewhere \(2 "
+                                         r"audio file\(s\) missing, e.g. video-1, clip-2\); files are found by ytid"):
+        datasets.music_clips(tmp_path / "mine.csv", audio_dir=tmp_path / "elsewhere", sample_rate=rate)
