@@ -140,13 +140,15 @@ def save_audio(path: str | os.PathLike, wave, sample_rate: int, subtype: str | N
     return path
 
 
+#: File name suffix -> libsndfile's format and default encoding, for :func:`save_audio`.
+FILE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
 def _format_for(path: Path) -> tuple[str, str]:
     """libsndfile's format and default encoding for a file name."""
-    suffix = path.suffix.lower().lstrip(".")
-    formats = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
-    if suffix not in formats:
+    if path.suffix.lower() not in FILE_FORMATS:
         raise AudioError(f"cannot tell the format of {path.name!r}; use a .wav, .flac or .ogg name")
-    return formats[suffix]
+    return FILE_FORMATS[path.suffix.lower()]
 
 
 def to_mono(wave) -> torch.Tensor:

@@ -7,6 +7,8 @@ Commands:
     train      train a model of the pipeline, resumable (--stage soundstream | w2v_bert | mulan |
                semantic | coarse | fine), or all of them in order (--stage all)
     tokens     turn a dataset into token files for the MusicLM stages (resumable)
+    generate   music from text prompts with a trained pipeline (the shipped tiny one by default)
+    evaluate   score a pipeline like the paper (FAD, KLD, MCC, attribute accuracy, memorisation)
     notebooks  execute lesson notebooks in place, storing their outputs
     assignments  student versions of the lessons, grading and validation (nbgrader)
 
@@ -115,10 +117,13 @@ def _clips(args: argparse.Namespace, preset, data, split: str):
 
 
 def _train(args: argparse.Namespace) -> None:
+    import dataclasses
     import resource
     import time
 
     preset = _preset(args.preset, args.device)
+    if args.compile:
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, compile=True))
     if args.stage in MUSICLM_STAGES and not args.tokens:
         raise ValueError(f"--stage {args.stage} learns from token files: make them with `python -m mlm_lessons "
                          "tokens --out DIR`, then pass --tokens DIR")
@@ -133,6 +138,8 @@ def _train(args: argparse.Namespace) -> None:
     if args.stage in MUSICLM_STAGES:
         condition_on = args.condition_on.split(",") if args.condition_on else None
         history, export = _train_musiclm_stage(args, preset, data, args.stage, args.tokens, args.out, condition_on)
+    elif args.stage == "attributes":
+        history, export = _train_attribute_classifier(args, preset, data)
     else:
         history, export = _train_model(args, preset, _clips(args, preset, data, "train"), args.stage, args.out)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -184,6 +191,21 @@ def _train_model(args: argparse.Namespace, preset, clips, stage: str, out):
                                                    seed=preset.train.seed, progress=progress)
         return tokenizer.save(path)
     return history, export
+
+
+def _train_attribute_classifier(args: argparse.Namespace, preset, data):
+    """``train --stage attributes``: the evaluation's judge (``evaluation.AttributeClassifier``) on the training
+    clips of a SynthCaps folder, whose attributes are known. Returns ``(history, export)``."""
+    from mlm_lessons import evaluation
+
+    if _is_csv(data):
+        raise ValueError("--stage attributes learns the attributes SynthCaps records (instrument, mood, tempo); a "
+                         "CSV of your music has none: pass a SynthCaps folder as --data")
+    clips = _clips(args, preset, data, "train")
+    model, history = evaluation.train_attribute_classifier(
+        clips.audio, [record.attributes for record in clips.records], preset.data.sample_rate, preset.features,
+        steps=args.steps or 1500, out_dir=args.out, progress=not args.quiet)
+    return history, model.save
 
 
 def _train_musiclm_stage(args: argparse.Namespace, preset, data, stage: str, tokens, out, condition_on=None):
@@ -322,6 +344,73 @@ def _tokens(args: argparse.Namespace) -> None:
     print(f"token files of {len(clips.ids)} clips in {args.out} ({token_files.SPEC_NAME} records what made them)")
 
 
+def _load_pipeline(folder, device: str | None):
+    from mlm_lessons import pipeline
+    from mlm_lessons.train import resolve_device
+
+    musiclm = pipeline.MusicLM.load(folder) if folder else pipeline.shipped_pipeline()
+    return musiclm.to(resolve_device(device)) if device else musiclm
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import time
+
+    from mlm_lessons import audio, musiclm
+
+    out = Path(args.out)
+    if out.suffix.lower() not in audio.FILE_FORMATS:
+        raise ValueError(f"--out {out} must name an audio file ({', '.join(audio.FILE_FORMATS)}); with "
+                         "several prompts, -00, -01, ... are added to its name")
+    temperatures = None
+    if args.temperatures:
+        values = [float(value) for value in args.temperatures.split(",")]
+        if len(values) != len(musiclm.STAGES):
+            raise ValueError(f"--temperatures takes one value per stage ({', '.join(musiclm.STAGES)}), e.g. "
+                             f"1.0,0.95,0.4; got {args.temperatures!r}")
+        temperatures = dict(zip(musiclm.STAGES, values))
+    model = _load_pipeline(args.pipeline, args.device)
+    started = time.time()
+    clips = model.generate(args.prompts, args.seconds, temperatures=temperatures, top_k=args.top_k, seed=args.seed,
+                           progress=not args.quiet)
+    elapsed = time.time() - started
+    paths = [out] if len(clips) == 1 else [out.with_name(f"{out.stem}-{index:02d}{out.suffix}")
+                                          for index in range(len(clips))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, clip, prompt in zip(paths, clips, args.prompts):
+        audio.save_audio(path, clip, model.sample_rate)
+        print(f"wrote {path}: {clip.shape[-1] / model.sample_rate:g} s of {prompt!r}")
+    music = clips.shape[-1] / model.sample_rate * len(clips)
+    print(f"{music:g} s of music in {elapsed:.1f} s ({elapsed / music:.2f} s per second of music)")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import time
+
+    from mlm_lessons import datasets, evaluation
+
+    model = _load_pipeline(args.pipeline, args.device)
+    classifier_path = Path(args.classifier or datasets.default_data_root() / "checkpoints"
+                           / f"attributes-{model.config.name}.pt")
+    if not classifier_path.is_file():
+        raise FileNotFoundError(f"no attribute classifier at {classifier_path}; train one (python -m mlm_lessons "
+                                f"train --stage attributes --export {classifier_path}) or pass --classifier FILE")
+    classifier = evaluation.AttributeClassifier.load(classifier_path)
+    data = args.data or datasets.ensure_synthcaps(model.config.name, progress=not args.quiet)
+    started = time.time()
+    result = evaluation.evaluate_on_synthcaps(model, classifier, data, num_prompts=args.num_prompts, seed=args.seed,
+                                              progress=not args.quiet)
+    report = "\n\n".join([f"{len(result.generated)} held-out prompts of {data}; FAD and KLD: lower is better, the rest: "
+                          "higher", result.table(), result.memorisation_summary(model.config.tokens.semantic_frame_rate)])
+    print(report)
+    print(f"evaluated in {time.time() - started:.0f} s")
+    if args.out:
+        from mlm_lessons.atomic import atomic_path
+
+        with atomic_path(args.out) as temporary:
+            Path(temporary).write_text(report + "\n")
+        print(f"wrote {args.out}")
+
+
 def _notebooks(args: argparse.Namespace) -> None:
     from mlm_lessons.notebook_runner import execute_notebook
 
@@ -372,9 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=_OWN_MUSIC_HELP + _PIPELINE_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
-    train.add_argument("--stage", required=True, choices=(*STAGES, "all"),
+    train.add_argument("--stage", required=True, choices=(*STAGES, "all", "attributes"),
                        help="which model to train; all: every one in order, each in OUT/<stage>, exported to "
-                            "OUT/pipeline/, with the token files in OUT/tokens (a rerun skips finished stages)")
+                            "OUT/pipeline/, with the token files in OUT/tokens (a rerun skips finished stages); "
+                            "attributes: the attribute classifier that `evaluate` judges clips with")
     train.add_argument("--data", default=None, help=DATA_HELP)
     train.add_argument("--audio", default=None, help=AUDIO_HELP)
     train.add_argument("--num-clips", type=int, default=None,
@@ -390,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None,
                        help="optimiser steps (default: the preset's; --stage all: of every stage)")
     train.add_argument("--device", default=None, help="cpu | cuda | auto (default: the preset's)")
+    train.add_argument("--compile", action="store_true",
+                       help="compile the loss computation with torch.compile (GPUs: faster steps after a first "
+                            "minute of compiling)")
     train.add_argument("--export", default=None,
                        help="also write the trained model alone to this file (w2v_bert: with its k-means "
                             "centroids; mulan: with its tokenizer and token quantiser; a MusicLM stage: with the "
@@ -412,6 +505,38 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--mulan", default=None, help="MuLan file (default: data/checkpoints/mulan-<preset>.pt)")
     tokens.add_argument("--quiet", action="store_true", help="no progress bar")
     tokens.set_defaults(run=_tokens)
+
+    generate = commands.add_parser("generate", help="music from text: one audio file per prompt")
+    generate.add_argument("prompts", nargs="+", metavar="PROMPT", help="descriptions of the music, e.g. 'a calming "
+                          "violin melody backed by a distorted guitar riff'")
+    generate.add_argument("--out", default="clip.wav",
+                          help="audio file to write (default: clip.wav); with several prompts clip-00.wav, ...")
+    generate.add_argument("--seconds", type=float, default=4.0, help="length of each clip (default: 4)")
+    generate.add_argument("--seed", type=int, default=0, help="the same seed and prompts give the same music")
+    generate.add_argument("--temperatures", default=None, metavar="S,C,F",
+                          help="sampling temperatures of the semantic, coarse and fine stages (default: the "
+                               "pipeline's configuration, e.g. 1.0,0.95,0.4 as in the paper)")
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    generate.add_argument("--pipeline", metavar="DIR", default=None,
+                          help="a pipeline folder (train --stage all writes OUT/pipeline); default: the shipped tiny")
+    generate.add_argument("--device", default=None, help="cpu | cuda | auto (default: cpu)")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.set_defaults(run=_generate)
+
+    evaluate = commands.add_parser("evaluate", help="score a pipeline like the paper (FAD, KLD, MCC) beside baselines")
+    evaluate.add_argument("--pipeline", metavar="DIR", default=None,
+                          help="a pipeline folder (default: the shipped tiny one)")
+    evaluate.add_argument("--data", default=None,
+                          help="a SynthCaps folder: its test captions are the prompts, its valid clips FAD's "
+                               "reference, its train clips the memorisation check (default: the preset's)")
+    evaluate.add_argument("--num-prompts", type=int, default=64, help="held-out prompts to generate (default: 64)")
+    evaluate.add_argument("--classifier", default=None,
+                          help="attribute classifier (default: data/checkpoints/attributes-<preset>.pt)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default=None, help="cpu | cuda | auto (default: cpu)")
+    evaluate.add_argument("--out", default=None, help="also write the report (Markdown) to this file")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_evaluate)
 
     notebooks = commands.add_parser("notebooks", help="execute notebooks in place, storing outputs")
     notebooks.add_argument("paths", nargs="+", help="notebook files")

@@ -280,6 +280,7 @@ class MusicLM:
             batch_size: prompts generated together (memory against speed).
         """
         prompts = check_prompts(prompts, self.mulan)
+        seconds = check_seconds(seconds, self.config)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = next(self.stages["semantic"].parameters()).device

@@ -325,3 +325,54 @@ def test_a_csv_without_audio_files_and_options_that_do_not_go_together_are_one_l
         with pytest.raises(SystemExit):
             cli.main(["train", *options, "--out", str(tmp_path / "run")])
         assert expected in capsys.readouterr().err
+
+
+def test_generate_writes_a_clip_per_prompt_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    cli.main(["generate", "a calming violin melody", "--seconds", "0.5", "--out", str(tmp_path / "one.wav"), "--quiet"])
+    assert sf.info(tmp_path / "one.wav").frames == round(0.52 * 50) * 320          # whole semantic frames
+    cli.main(["generate", "a sad piano", "an energetic trumpet tune", "--seconds", "0.5", "--seed", "3",
+              "--temperatures", "1.0,0.9,0.4", "--top-k", "20", "--out", str(tmp_path / "many.flac"), "--quiet"])
+    assert sorted(path.name for path in tmp_path.glob("many-*.flac")) == ["many-00.flac", "many-01.flac"]
+    assert "s per second of music" in capsys.readouterr().out
+    for arguments, message in [
+        (["???"], "MuLan knows no word of prompt 0"),
+        (["  "], "prompt 0 is empty"),
+        (["a sad piano", "--seconds", "0"], "seconds must be at least one semantic frame"),
+        (["a sad piano", "--seconds", "100000"], "more than 600 s"),
+        (["a sad piano", "--out", str(tmp_path / "x.mp3")], "must name an audio file"),
+        (["a sad piano", "--temperatures", "1,2"], "one value per stage"),
+        (["a sad piano", "--pipeline", str(tmp_path / "nowhere")], "no pipeline folder"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            out = [] if "--out" in arguments else ["--out", str(tmp_path / "bad.wav")]
+            cli.main(["generate", *arguments, *out, "--quiet"])
+        error = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and message in error and len(error.splitlines()) == 1, error
+    assert not (tmp_path / "bad.wav").exists()
+
+
+def test_evaluate_prints_the_table_with_every_baseline(tmp_path, capsys, monkeypatch):
+    from mlm_lessons import datasets, evaluation
+
+    data = datasets.write_synthcaps(tmp_path / "data", preset="tiny", num_clips=30, progress=False)
+    report = tmp_path / "report.md"
+    cli.main(["evaluate", "--data", str(data.parent), "--num-prompts", "3", "--out", str(report), "--quiet"])
+    out = capsys.readouterr().out
+    assert all(f"| {row} |" in out for row in evaluation.ROWS) and "held-out real clips" in out
+    assert report.read_text().startswith("3 held-out prompts")
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--data", str(data.parent), "--classifier", str(tmp_path / "none.pt"), "--quiet"])
+    assert "no attribute classifier at" in capsys.readouterr().err
+
+
+def test_train_attributes_exports_a_classifier_and_refuses_a_csv(tmp_path, capsys, monkeypatch):
+    from mlm_lessons import evaluation
+
+    monkeypatch.setenv("MLM_DATA_DIR", str(tmp_path))
+    cli.main(["train", "--stage", "attributes", "--num-clips", "12", "--steps", "2", "--out", str(tmp_path / "run"),
+              "--export", str(tmp_path / "attributes.pt"), "--quiet"])
+    assert set(evaluation.AttributeClassifier.load(tmp_path / "attributes.pt").heads) == set(evaluation.ATTRIBUTES)
+    (tmp_path / "mine.csv").write_text("ytid,caption\nsong,a calm violin\n")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--stage", "attributes", "--data", str(tmp_path / "mine.csv"), "--out", str(tmp_path / "r")])
+    assert "--stage attributes learns the attributes SynthCaps records" in capsys.readouterr().err
