@@ -160,6 +160,13 @@ def plan_synthcaps(num_clips: int, seed: int) -> list[PlannedClip]:
     return clips
 
 
+def split_planned(clips: Sequence[PlannedClip], valid_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """The split of each planned clip as :func:`write_synthcaps` assigns it (stratified by lead instrument), so
+    a set's training clips can be rendered again without its folder."""
+    return assign_splits([clip.group for clip in clips], valid_fraction, test_fraction, seed=seed,
+                         strata=[clip.attributes.lead for clip in clips])
+
+
 def _settings(preset: str, num_clips: int | None, seed: int | None, clip_seconds: float | None,
               sample_rate: int | None) -> dict:
     """What a SynthCaps folder is made with (recorded in its ``synthcaps.json``): the preset's data
@@ -207,9 +214,7 @@ def write_synthcaps(out_dir: str | os.PathLike, preset: str = "tiny", num_clips:
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(out_dir, settings)
 
-    splits = assign_splits([clip.group for clip in clips], settings["valid_fraction"],
-                           settings["test_fraction"], seed=settings["seed"],
-                           strata=[clip.attributes.lead for clip in clips])
+    splits = split_planned(clips, settings["valid_fraction"], settings["test_fraction"], seed=settings["seed"])
     n_samples = int(round(settings["clip_seconds"] * settings["sample_rate"]))
     remove_stale_temporaries(out_dir / "audio")        # left by a run that was killed mid-write
     for clip in tqdm(clips, desc=f"SynthCaps -> {out_dir}", unit="clip", disable=not progress):

@@ -167,7 +167,7 @@ def train_attribute_classifier(clips: Sequence[torch.Tensor], attributes: Sequen
     data = MelCrops(mels, attribute_targets(attributes), min(crop_frames, mels.shape[-1]))
     config = TrainConfig(batch_size=min(32, len(clips)), learning_rate=2e-3, max_steps=steps,
                          warmup_steps=min(100, steps // 10), device="cpu",
-                         log_every=100, checkpoint_every=500 if out_dir else 0, seed=seed)
+                         log_every=max(1, min(100, steps // 10)), checkpoint_every=500 if out_dir else 0, seed=seed)
     history = Trainer(model, config, data, classifier_objective, out_dir=out_dir, resume=out_dir is not None,
                       progress=progress, model_config={"channels": list(model.channels)}).fit()
     return model.eval(), history

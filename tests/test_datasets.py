@@ -485,3 +485,11 @@ def test_music_clips_cut_the_captioned_stretch_of_a_whole_video_and_read_plain_a
     with pytest.raises(ValueError, match=r"none of the 2 rows of .* has a readable audio file in .*elsewhere \(2 "
                                          r"audio file\(s\) missing, e.g. video-1, clip-2\); files are found by ytid"):
         datasets.music_clips(tmp_path / "mine.csv", audio_dir=tmp_path / "elsewhere", sample_rate=rate)
+
+
+def test_split_planned_gives_the_splits_write_synthcaps_writes(tmp_path):
+    manifest = datasets.write_synthcaps(tmp_path / "set", preset="tiny", num_clips=40, seed=3, progress=False)
+    written = [record.split for record in datasets.read_synthcaps_manifest(manifest.parent)]
+    tiny = datasets.get_preset("tiny").data
+    planned = datasets.split_planned(datasets.plan_synthcaps(40, seed=3), tiny.valid_fraction, tiny.test_fraction, 3)
+    assert planned == written and set(written) == {"train", "valid", "test"}
