@@ -32,7 +32,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/ -q
 
-demo: $(STAMP)                    ## a few generated clips + spectrograms + captions in data/demo/
+demo: $(STAMP)                    ## the shipped MusicLM plays eight prompts: clips, spectrograms, a page in data/demo/
 	$(PY) -m mlm_lessons demo --out data/demo
 
 data: $(STAMP)                    ## the tiny course dataset in data/synthcaps-tiny/
