@@ -399,8 +399,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     started = time.time()
     result = evaluation.evaluate_on_synthcaps(model, classifier, data, num_prompts=args.num_prompts, seed=args.seed,
                                               progress=not args.quiet)
-    report = "\n\n".join([f"{len(result.generated)} held-out prompts of {data}; FAD and KLD: lower is better, the rest: "
-                          "higher", result.table(), result.memorisation_summary(model.config.tokens.semantic_frame_rate)])
+    heading = f"{len(result.generated)} held-out prompts of {data}; FAD and KLD: lower is better, the rest: higher"
+    memorised = result.memorisation_summary(model.config.tokens.semantic_frame_rate)
+    report = "\n\n".join([heading, result.table(), memorised])
     print(report)
     print(f"evaluated in {time.time() - started:.0f} s")
     if args.out:

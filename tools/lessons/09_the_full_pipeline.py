@@ -447,13 +447,14 @@ for seed, run in results.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'preset':<6} | {'audio':>6} | {'codec':>14} | {'stage width x depth':>19} | {'parameters per stage':>20}")
+print(f"{'preset':<6} | {'audio':>6} | {'codec':>16} | {'stage width x depth':>19} | {'parameters per stage':>20}")
 for name in ("tiny", "small", "paper"):
     preset = config.get_preset(name)
     stage = musiclm.Stage.from_config(preset, "coarse")
     tokens = preset.tokens
-    print(f"{name:<6} | {preset.data.sample_rate // 1000:>3} kHz | {tokens.rvq_levels:>2} x {tokens.codebook_size:>5,} codes "
-          f"| {preset.transformer.d_model:>10} x {preset.transformer.n_layers:<6} | "
+    codec = f"{tokens.rvq_levels} x {tokens.codebook_size:,} codes"
+    print(f"{name:<6} | {preset.data.sample_rate // 1000:>2} kHz | {codec:>16} | "
+          f"{preset.transformer.d_model:>10} x {preset.transformer.n_layers:<6} | "
           f"{sum(p.numel() for p in stage.parameters()) / 1e6:>17.1f} M")
 assert config.get_preset("paper").transformer.n_layers == 24 and config.get_preset("paper").tokens.rvq_levels == 12
 
