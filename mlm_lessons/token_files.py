@@ -144,17 +144,23 @@ def read_token_files(out_dir: str | os.PathLike, ytids: Sequence[str] | None = N
     return spec, clips
 
 
+def config_token_spec(config: Config) -> dict:
+    """The kinds of token ``config`` describes, in :func:`token_spec`'s shape (without ``format`` and ``sources``):
+    what the token models of that configuration make."""
+    tokens = config.tokens
+    return {"sample_rate": config.data.sample_rate,
+            "acoustic": {"levels": tokens.rvq_levels, "codebook_size": tokens.codebook_size,
+                         "frame_rate": tokens.soundstream_frame_rate},
+            "semantic": {"levels": 1, "codebook_size": tokens.semantic_clusters,
+                         "frame_rate": tokens.semantic_frame_rate},
+            "mulan": {"levels": tokens.mulan_rvq_levels, "codebook_size": tokens.mulan_codebook_size,
+                      "frame_rate": None}}
+
+
 def check_token_spec(spec: dict, config: Config, sides: tuple[str, str] = ("there", "here")) -> None:
     """Refuse token files whose kinds disagree with ``config.tokens`` (what the stages are built for); ``sides``
     name the two in the message (the spec's, the configuration's)."""
-    tokens = config.tokens
-    wanted = {"sample_rate": config.data.sample_rate,
-              "acoustic": {"levels": tokens.rvq_levels, "codebook_size": tokens.codebook_size,
-                           "frame_rate": tokens.soundstream_frame_rate},
-              "semantic": {"levels": 1, "codebook_size": tokens.semantic_clusters,
-                           "frame_rate": tokens.semantic_frame_rate},
-              "mulan": {"levels": tokens.mulan_rvq_levels, "codebook_size": tokens.mulan_codebook_size,
-                        "frame_rate": None}}
+    wanted = config_token_spec(config)
     saved = {key: spec.get(key) for key in wanted}
     differences = _differences(saved, wanted, sides=sides)
     if differences:

@@ -24,6 +24,7 @@ from torch import nn
 
 from _ddp_worker import DDP_CONFIG, mse_loss, regression_data, small_mlp
 from mlm_lessons import config, musiclm, soundstream, w2v_bert
+from mlm_lessons.token_files import config_token_spec
 from mlm_lessons.train import Trainer
 
 TINY = config.get_preset("tiny")
@@ -55,13 +56,7 @@ def token_files(count: int = 8) -> tuple[dict, list[dict]]:
     """``(spec, clips)`` as ``token_files.read_token_files`` returns them: random codes of the tiny preset's kinds,
     each clip exactly one stage window long."""
     tokens = TINY.tokens
-    spec = {"sample_rate": TINY.data.sample_rate,
-            "acoustic": {"levels": tokens.rvq_levels, "codebook_size": tokens.codebook_size,
-                         "frame_rate": tokens.soundstream_frame_rate},
-            "semantic": {"levels": 1, "codebook_size": tokens.semantic_clusters,
-                         "frame_rate": tokens.semantic_frame_rate},
-            "mulan": {"levels": tokens.mulan_rvq_levels, "codebook_size": tokens.mulan_codebook_size,
-                      "frame_rate": None}}
+    spec = config_token_spec(TINY)
     generator = torch.Generator().manual_seed(0)
     frames = round(STAGE_SECONDS * tokens.semantic_frame_rate)
     ratio = tokens.soundstream_frame_rate // tokens.semantic_frame_rate

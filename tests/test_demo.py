@@ -8,32 +8,23 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from mlm_lessons import demo, pipeline, synth
 
 TWO = demo.DEMO_PROMPTS[:2]
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    torch.set_num_threads(1)
-    return pipeline.shipped_pipeline()
 
 
-@pytest.fixture(scope="module")
-def folder(shipped, tmp_path_factory):
-    return shipped.save(tmp_path_factory.mktemp("pipeline") / "tiny")
-
-
-def test_the_demo_writes_every_promised_file_from_the_pipeline_folder_it_is_given(folder, tmp_path, monkeypatch):
+def test_the_demo_writes_every_promised_file_from_the_pipeline_folder_it_is_given(shipped_folder, tmp_path,
+                                                                                   monkeypatch):
     loaded = []
     real_load = pipeline.MusicLM.load
     monkeypatch.setattr(pipeline.MusicLM, "load", classmethod(lambda cls, path: loaded.append(path) or real_load(path)))
     monkeypatch.setattr(pipeline, "shipped_pipeline", lambda *args: pytest.fail("the shipped pipeline was loaded"))
     out = tmp_path / "demo"
-    page = demo.write_demo(out, prompts=TWO, seconds=1.0, seed=0, pipeline=folder, progress=False)
-    assert page == out / "index.html" and loaded == [folder]
+    page = demo.write_demo(out, prompts=TWO, seconds=1.0, seed=0, pipeline=shipped_folder, progress=False)
+    assert page == out / "index.html" and loaded == [shipped_folder]
 
     names = [f"{kind}-{index:02d}.wav" for kind in ("generated", "reference") for index in range(2)]
     assert sorted(path.name for path in out.glob("*.wav")) == sorted(names)
@@ -51,7 +42,7 @@ def test_the_demo_writes_every_promised_file_from_the_pipeline_folder_it_is_give
 
     text = page.read_text()
     assert sorted(re.findall(r'<audio[^>]* src="([^"]+)"', text)) == sorted(names)
-    assert 'src="spectrograms.png"' in text and f"the pipeline in {folder}" in text
+    assert 'src="spectrograms.png"' in text and f"the pipeline in {shipped_folder}" in text
     assert all(prompt in text for prompt, _ in TWO)
     assert "python -m mlm_lessons generate" in text and "train --stage all" in text
     assert not list(out.glob(".*")), "temporary files left behind"

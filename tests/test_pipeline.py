@@ -17,15 +17,6 @@ from mlm_lessons.soundstream import SoundStream
 PROMPTS = ["a calming violin melody backed by a distorted guitar riff", "an energetic trumpet tune"]
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    torch.set_num_threads(1)
-    return pipeline.shipped_pipeline()
-
-
-@pytest.fixture(scope="module")
-def folder(shipped, tmp_path_factory):
-    return shipped.save(tmp_path_factory.mktemp("pipeline") / "tiny")
 
 
 def copy_of(folder, tmp_path):
@@ -111,15 +102,15 @@ def test_seconds_out_of_range_are_refused(shipped, seconds):
         shipped.generate("a sad piano", seconds=seconds)
 
 
-def test_a_saved_folder_loads_into_the_same_pipeline(shipped, folder):
-    manifest = json.loads((folder / pipeline.MANIFEST_NAME).read_text())
+def test_a_saved_folder_loads_into_the_same_pipeline(shipped, shipped_folder):
+    manifest = json.loads((shipped_folder / pipeline.MANIFEST_NAME).read_text())
     assert sorted(part["file"] for part in manifest["parts"].values()) == sorted(pipeline.PART_FILES.values())
-    loaded = pipeline.MusicLM.load(folder)
+    loaded = pipeline.MusicLM.load(shipped_folder)
     assert torch.equal(loaded.generate(PROMPTS, seconds=0.5, seed=1), shipped.generate(PROMPTS, seconds=0.5, seed=1))
 
 
-def test_a_folder_missing_a_part_names_it(folder, tmp_path):
-    broken = copy_of(folder, tmp_path)
+def test_a_folder_missing_a_part_names_it(shipped_folder, tmp_path):
+    broken = copy_of(shipped_folder, tmp_path)
     (broken / "coarse.pt").unlink()
     with pytest.raises(pipeline.PipelineError, match=r"lacks \['coarse.pt'\]"):
         pipeline.MusicLM.load(broken)
@@ -127,8 +118,8 @@ def test_a_folder_missing_a_part_names_it(folder, tmp_path):
         pipeline.MusicLM.load(tmp_path / "nowhere")
 
 
-def test_a_part_swapped_after_saving_is_noticed(folder, tmp_path):
-    swapped = copy_of(folder, tmp_path)
+def test_a_part_swapped_after_saving_is_noticed(shipped_folder, tmp_path):
+    swapped = copy_of(shipped_folder, tmp_path)
     shutil.copy(swapped / "coarse.pt", swapped / "fine.pt")
     with pytest.raises(pipeline.PipelineError, match="fine.pt is not the fine this pipeline was assembled with"):
         pipeline.MusicLM.load(swapped)
@@ -137,8 +128,8 @@ def test_a_part_swapped_after_saving_is_noticed(folder, tmp_path):
         pipeline.MusicLM.load(swapped)
 
 
-def test_a_codec_that_makes_other_tokens_than_the_stages_read_is_refused(shipped, folder, tmp_path):
-    mismatched = copy_of(folder, tmp_path)
+def test_a_codec_that_makes_other_tokens_than_the_stages_read_is_refused(shipped, shipped_folder, tmp_path):
+    mismatched = copy_of(shipped_folder, tmp_path)
     tiny = config.get_preset("tiny")
     other = dataclasses.replace(tiny, tokens=dataclasses.replace(tiny.tokens, rvq_levels=8))
     SoundStream.from_config(other).save(mismatched / "soundstream.pt")
