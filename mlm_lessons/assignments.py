@@ -28,16 +28,21 @@ Command line (see :func:`add_commands`)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbconvert.filters import strip_ansi
@@ -55,6 +60,8 @@ from nbgrader.validator import Validator
 from traitlets.config import Config
 
 from mlm_lessons.atomic import atomic_path
+from mlm_lessons.grading_guard import (AUDIT_MARK, MISSING, audit_source, import_statements, kernel_command, names_read,
+                                      reference_descriptions)
 
 COURSE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 """The instructor notebooks this package ships with (the repository's ``notebooks/``)."""
@@ -64,6 +71,10 @@ CELL_TIMEOUT_S = 180
 
 TOTAL_TIMEOUT_S = 900
 """Default seconds one submission may run in all, so a stuck kernel cannot stall a class's grading."""
+
+MEMORY_LIMIT_GB = 8
+"""Default data memory of a grading kernel, in GiB: a lesson needs about 2; a runaway allocation meets a
+``MemoryError`` in its cell instead of the machine's out-of-memory killer."""
 
 # ``nbgrader generate_assignment``'s preprocessors, in its order, minus three: IncludeHeaderFooter
 # and InstantiateTests do nothing without a header/footer or ``### AUTOTEST`` lines (which the
@@ -254,14 +265,23 @@ def find_instructor_notebook(submission: str | os.PathLike,
 
 def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.PathLike | None = None, *,
                      cell_timeout: float = CELL_TIMEOUT_S, total_timeout: float = TOTAL_TIMEOUT_S,
+                     memory_limit_gb: float = MEMORY_LIMIT_GB,
                      notebooks_dir: str | os.PathLike = COURSE_NOTEBOOKS) -> dict:
     """Run a student's notebook headless against the instructor's tests and score each exercise.
 
     The submission's own cells are kept, except that every locked cell (each autograded test
     cell among them) is replaced by the instructor's version, matched by ``grade_id``, and
-    restored if it was deleted: students cannot edit or drop tests, and hidden tests come back.
-    The notebook runs in the instructor notebook's folder, so relative paths such as ``../data``
-    work wherever the submission file lives.
+    restored if it was deleted: an edited or dropped test is the instructor's again, and hidden
+    tests come back.
+
+    It runs in a fresh kernel (its own process, under ``memory_limit_gb``) whose working folder is
+    a temporary copy of the lesson's surroundings: links to the files beside the instructor
+    notebook and to the folders beside that folder (so ``melody.txt`` and ``../data`` resolve as in
+    the lesson), but no notebook. Before and after each test cell the kernel is audited
+    (:mod:`mlm_lessons.grading_guard`): notebook code found in the machinery that runs and reports
+    cells, or a name the test reads that no longer means what it means in a clean interpreter,
+    scores that test zero with what was found. The instructor notebook is read before the run and
+    compared after it: a submission that changed it scores zero and the file is put back.
 
     A test cell earns its points by nbgrader's rule: no error and nothing written to stderr. An
     exercise whose solution cell was deleted scores zero. Exceptions, timeouts, a dead kernel or
@@ -272,6 +292,8 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
         instructor_notebook: the notebook it answers; default: found by name in ``notebooks_dir``.
         cell_timeout: seconds a cell may run before it is interrupted.
         total_timeout: seconds the whole submission may run; cells after that are not run.
+        memory_limit_gb: the kernel's data memory, in GiB (0: no limit); an allocation beyond it fails
+            in the cell that makes it.
         notebooks_dir: where to look for the instructor notebook.
 
     Returns:
@@ -293,8 +315,20 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
 
     present_ids = {_grade_id(cell) for cell in submission.cells}
     notebook = _overwrite_protected_cells(submission, instructor)
-    outcomes = _execute(notebook, working_dir=source.resolve().parent, cell_timeout=cell_timeout,
-                        total_timeout=total_timeout)
+    instructor_bytes = source.read_bytes()
+    with _working_folder(source) as working_dir:
+        tests = {index: names_read(cell.source) for index, cell in enumerate(notebook.cells)
+                 if cell.cell_type == "code" and nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell)}
+        reference = _reference_descriptions(tuple(import_statements(
+            [cell.source for cell in instructor.cells if cell.cell_type == "code"])),
+            tuple(sorted({name for names in tests.values() for name in names})), str(working_dir))
+        outcomes = _execute(notebook, working_dir=working_dir, cell_timeout=cell_timeout,
+                            total_timeout=total_timeout, memory_limit=int(memory_limit_gb * 2**30),
+                            tests=tests, reference=reference)
+    if source.read_bytes() != instructor_bytes:
+        with atomic_path(source) as tmp:
+            tmp.write_bytes(instructor_bytes)
+        return _zero_report(path, source, "the submission changed the instructor notebook, which was put back")
 
     cells_by_id = {_grade_id(cell): (index, cell) for index, cell in enumerate(notebook.cells)
                    if _grade_id(cell) is not None}
@@ -424,26 +458,90 @@ class _CellOutcome(NamedTuple):
     ran: bool = True
 
 
-def _execute(notebook: nbformat.NotebookNode, *, working_dir: Path, cell_timeout: float,
-             total_timeout: float) -> dict[int, _CellOutcome]:
-    """Run the code cells in order in a fresh kernel; their outcomes by cell index.
+_GRADING_KERNEL = "mlm-lessons-grading"
+
+
+@contextlib.contextmanager
+def _working_folder(instructor_notebook: Path):
+    """A temporary folder to grade in, laid out like the lesson's surroundings without its notebooks:
+    ``ROOT/<lesson folder>/`` (the working directory) links to each file beside the instructor notebook
+    that is not a notebook, and ``ROOT/<other folder>`` to each entry beside the lesson folder, so relative
+    paths (``melody.txt``, ``../data``) resolve as they do in the lesson. Removed afterwards."""
+    lesson_folder = instructor_notebook.resolve().parent
+    with tempfile.TemporaryDirectory(prefix="mlm-lessons-grading-") as root:
+        working_dir = Path(root) / lesson_folder.name
+        working_dir.mkdir()
+        for entry in lesson_folder.iterdir():
+            if entry.suffix != ".ipynb" and entry.name != ".ipynb_checkpoints":
+                (working_dir / entry.name).symlink_to(entry)
+        for entry in lesson_folder.parent.iterdir():
+            if entry != lesson_folder and not (Path(root) / entry.name).exists():
+                (Path(root) / entry.name).symlink_to(entry)
+        yield working_dir
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_descriptions(imports: tuple[str, ...], names: tuple[str, ...], cwd: str) -> dict[str, str]:
+    """:func:`~mlm_lessons.grading_guard.reference_descriptions`, once per lesson in a class's grading."""
+    return reference_descriptions(list(imports), list(names), cwd=cwd)
+
+
+def _kernel_manager(folder: Path, memory_limit: int) -> AsyncKernelManager:
+    """A kernel manager whose kernel runs :data:`~mlm_lessons.grading_guard.LAUNCHER` (its kernel spec is
+    written to ``folder``)."""
+    spec_dir = folder / "kernels" / _GRADING_KERNEL
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": kernel_command(memory_limit), "display_name": "mlm_lessons grading", "language": "python"}))
+    return AsyncKernelManager(kernel_name=_GRADING_KERNEL,
+                              kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder / "kernels")]))
+
+
+def _execute(notebook: nbformat.NotebookNode, *, working_dir: Path, cell_timeout: float, total_timeout: float,
+             memory_limit: int = 0, tests: dict[int, list[str]] | None = None,
+             reference: dict[str, str] | None = None) -> dict[int, _CellOutcome]:
+    """Run the code cells in order in a fresh grading kernel; their outcomes by cell index.
 
     Errors in cells are recorded and execution goes on (``allow_errors``). A cell running past
     its time is interrupted and the next cell runs. Once the overall time is spent, or the kernel
     dies, or anything else goes wrong, the remaining cells are recorded as not run, with why.
+    Each cell of ``tests`` (index -> the names it reads) is audited before and after it runs, the
+    names compared with ``reference``; what the audits find is the test's error.
     """
+    tests, reference = tests or {}, reference or {}
     replies: dict[int, dict] = {}
 
     def record_reply(cell, cell_index, execute_reply):  # nbclient's on_cell_executed hook
         replies[cell_index] = execute_reply
 
     client = NotebookClient(
-        notebook, allow_errors=True, interrupt_on_timeout=True, shutdown_kernel="immediate",
+        notebook, km=_kernel_manager(working_dir.parent, memory_limit), allow_errors=True,
+        interrupt_on_timeout=True, shutdown_kernel="immediate",
         # Without this, nbclient would wait for the interrupted cell's reply, forever if the
         # submission ignores KeyboardInterrupt; with it, it moves on to the next cell.
         error_on_timeout={"ename": _TIMEOUT_ERROR_NAME, "evalue": "", "traceback": []},
-        kernel_name=notebook.metadata.get("kernelspec", {}).get("name", "python3"),
         resources={"metadata": {"path": str(working_dir)}}, on_cell_executed=record_reply)
+
+    def audit(names: list[str]) -> list[str]:
+        """What one audit of the kernel finds: problems, and names that differ from the reference."""
+        cell = nbformat.v4.new_code_cell(audit_source(names))
+        client.timeout = max(1, math.floor(min(60, deadline - time.monotonic())))
+        notebook.cells.append(cell)  # nbclient stores an executed cell back at its index
+        try:
+            client.execute_cell(cell, len(notebook.cells) - 1, store_history=False)
+        finally:
+            notebook.cells.pop()
+        lines = [line for output in cell.outputs if output.output_type == "stream"
+                 for line in output.text.splitlines() if line.startswith(AUDIT_MARK)]
+        if not lines:
+            return ["the grader's audit of the kernel did not run as written (the notebook changes how cells run)"]
+        report = json.loads(lines[-1][len(AUDIT_MARK):])
+        found = list(report["problems"])
+        for name, description in report["names"].items():
+            expected = reference.get(name, MISSING)
+            if MISSING not in (expected, description) and description != expected:
+                found.append(f"{name} is {description}, not {expected}")
+        return found
 
     outcomes: dict[int, _CellOutcome] = {}
     pending = [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
@@ -457,14 +555,22 @@ def _execute(notebook: nbformat.NotebookNode, *, working_dir: Path, cell_timeout
                 if remaining < 1:
                     stop_reason = f"not run: grading time limit of {total_timeout:g} s reached"
                     break
-                client.timeout = max(1, math.floor(min(cell_timeout, remaining)))
+                tampering = audit(tests[index]) if index in tests else []
+                client.timeout = max(1, math.floor(min(cell_timeout, deadline - time.monotonic())))
                 try:
                     client.execute_cell(notebook.cells[index], index)
                 except DeadKernelError:
                     outcomes[pending.pop(0)] = _CellOutcome("the kernel died while running this cell")
                     stop_reason = "not run: the kernel died in an earlier cell"
                     break
-                outcomes[pending.pop(0)] = _CellOutcome(_reply_error(replies.get(index), client.timeout))
+                error = _reply_error(replies.get(index), client.timeout)
+                if index in tests:
+                    tampering += [problem for problem in audit(tests[index]) if problem not in tampering]
+                if tampering:
+                    more = f"; and {len(tampering) - 3} more" if len(tampering) > 3 else ""
+                    shown = "; ".join(tampering[:3]) + more
+                    error = f"the submission changed how tests run: {shown}"
+                outcomes[pending.pop(0)] = _CellOutcome(error)
     except Exception as err:  # the grader must report, never crash, whatever the submission did
         stop_reason = f"not run: grader error: {type(err).__name__}: {err}"
     for index in pending:
@@ -563,6 +669,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        help=f"seconds a cell may run (default: {CELL_TIMEOUT_S})")
     grade.add_argument("--total-timeout", type=float, default=TOTAL_TIMEOUT_S,
                        help=f"seconds a submission may run in all (default: {TOTAL_TIMEOUT_S})")
+    grade.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT_GB, metavar="GB",
+                       help=f"data memory of each submission's kernel, in GiB; 0 for none (default: {MEMORY_LIMIT_GB})")
     grade.set_defaults(run=_grade_command)
 
     check = commands.add_parser("validate", help="nbgrader validate, run in the lesson's folder")
@@ -582,7 +690,7 @@ def _build_command(args: argparse.Namespace) -> None:
 
 
 def _grade_command(args: argparse.Namespace) -> None:
-    options = {"cell_timeout": args.timeout, "total_timeout": args.total_timeout}
+    options = {"cell_timeout": args.timeout, "total_timeout": args.total_timeout, "memory_limit_gb": args.memory_limit}
     if args.json and args.json != "-":   # before grading anything: a class's grading takes a while
         json_path = Path(args.json)
         if json_path.is_dir():

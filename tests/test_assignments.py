@@ -362,3 +362,129 @@ def test_grade_says_when_there_is_nothing_to_grade_or_nowhere_to_write(tmp_path)
         run_command("grade", str(submission), "--json", str(tmp_path))
     with pytest.raises(ValueError, match="there is no folder"):
         run_command("grade", str(submission), "--json", str(tmp_path / "missing" / "grades.json"))
+
+
+# --- the grader under attack ---------------------------------------------------------------------
+# Each cheat below is a complete answer except for the first exercise, which it answers wrongly and then
+# makes its test pass by changing the kernel the tests run in. Without the audits, each earned that test's
+# points; now every test from there on scores zero (the kernel stays changed), saying what was found.
+
+ALMOST_RIGHT_MIDI_TO_HZ = ("def midi_to_hz(midi_note):\n"  # off by a millionth at A4 and A5 only: the
+                           "    exact = 440.0 * 2.0 ** ((midi_note - 69) / 12)\n"  # octave and middle C pass
+                           "    return exact * (1.000001 if midi_note in (69, 81) else 1.0)")
+CHEATS = {  # name -> (code put before the wrong midi_to_hz, the exercise's wrong answer, what the reason says)
+    "input_transformer": ("get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])",
+                          WRONG_MIDI_TO_HZ, "the grader's audit of the kernel did not run as written"),
+    "patched_builtin": ("import builtins\nbuiltins.abs = lambda x: 0", WRONG_MIDI_TO_HZ,
+                        "builtins.abs is code from the notebook"),
+    "shadowed_builtin": ("abs = lambda x: 0", WRONG_MIDI_TO_HZ,
+                         "abs is defined in the notebook, not builtins.builtin_function_or_method builtins.abs"),
+    "patched_library": ("import math\nmath.isclose = lambda *args, **kwargs: True", ALMOST_RIGHT_MIDI_TO_HZ,
+                        "math.isclose is defined in the notebook, not builtins.builtin_function_or_method"),
+    "patched_during_test": ("", "def midi_to_hz(midi_note):\n    import builtins\n"
+                                "    builtins.abs = lambda x: 0\n    return 440.0",
+                            "builtins.abs is code from the notebook"),
+    "exception_handler": ("get_ipython().set_custom_exc((AssertionError,), lambda *args, **kwargs: None)",
+                          WRONG_MIDI_TO_HZ, "get_ipython().set_custom_exc installed an exception handler"),
+    "hidden_traceback": ("get_ipython().showtraceback = lambda *args, **kwargs: None", WRONG_MIDI_TO_HZ,
+                         "the shell's attribute showtraceback is code from the notebook"),
+    "event_callback": ("import builtins\nget_ipython().events.register(\n"
+                       "    'pre_run_cell', lambda *args: setattr(builtins, 'abs', lambda x: 0))",
+                       WRONG_MIDI_TO_HZ, "a 'pre_run_cell' event callback is code from the notebook"),
+    "thread": ("import builtins, threading, time\n"
+               "def keep_patching():\n    while True:\n        builtins.abs = lambda x: 0\n        time.sleep(0.001)\n"
+               "threading.Thread(target=keep_patching, daemon=True).start()",
+               WRONG_MIDI_TO_HZ, "a thread started by the notebook"),
+    "stderr_redirect": ("import sys\nsys.stderr = sys.stdout", WRONG_MIDI_TO_HZ,
+                        "sys.stderr is no longer the kernel's standard error"),
+}
+
+
+NAME_CHEATS = ("shadowed_builtin", "patched_library")  # abs and math.isclose: only the first test reads them
+
+
+@pytest.fixture(scope="module")
+def attacked(student_dir, tmp_path_factory):
+    """The cheats, an instructor-notebook rewrite and a memory bomb, graded by one command against a copy of
+    the fixture lesson; name -> report, plus the copy's path and its bytes before grading."""
+    lesson = tmp_path_factory.mktemp("lesson")
+    shutil.copy(FIXTURE, lesson / FIXTURE.name)
+    shutil.copy(FIXTURE.parent / "melody.txt", lesson / "melody.txt")
+    source = lesson / FIXTURE.name
+    instructor = nbformat.read(FIXTURE, as_version=4)
+    full = nbformat.read(student_dir / FIXTURE.name, as_version=4)
+    for grade_id in grade_ids(instructor, graded=False):
+        full = _answer(full, grade_id, _cell(instructor, grade_id).source)
+    submissions = {name: _answer(full, "ex1_midi_to_hz", f"{setup}\n{answer}")
+                   for name, (setup, answer, _) in CHEATS.items()}
+    rewrite = ("import json, pathlib\n"
+               f"path = pathlib.Path({str(source)!r})\n"
+               "notebook = json.loads(path.read_text())\n"
+               "for cell in notebook['cells']:\n"
+               "    if cell['metadata'].get('nbgrader', {}).get('grade'):\n"
+               "        cell['source'] = 'assert True'\n"
+               "path.write_text(json.dumps(notebook))\n")
+    # Sorted by name, the rewrite runs first: the later submissions must still meet the real tests.
+    submissions["a_instructor_rewrite"] = _answer(full, "ex1_midi_to_hz", rewrite + WRONG_MIDI_TO_HZ)
+    # 5 GiB: more than the 4 GiB limit given below, less than the machine has (so only the limit stops it)
+    submissions["memory_bomb"] = _answer(full, "ex3_span", "hoard = bytearray(5 * 2**30)\nmelody_span = 12")
+    submissions["audit_hook"] = _answer(full, "ex2_major_scale", (
+        "import sys\nheard = []\nsys.addaudithook(lambda event, args: heard.append(event))\n"
+        "exec('1')\nassert not heard, 'the audit hook was added'\n") + _cell(instructor, "ex2_major_scale").source)
+    submissions["lists_its_folder"] = _answer(full, "ex1_midi_to_hz", "import os\nfolder = sorted(os.listdir('.'))\n"
+                                              + _cell(instructor, "ex1_midi_to_hz").source)
+    submissions["lists_its_folder"].cells.insert(-1, nbformat.v4.new_code_cell(
+        "assert folder == ['melody.txt'], folder"))
+    folder = tmp_path_factory.mktemp("attacks")
+    for name, notebook in submissions.items():
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    before = source.read_bytes()
+    report_path = folder.parent / "attack-grades.json"
+    run_command("grade", str(folder), "--source", str(source), "--timeout", "60", "--memory-limit", "4",
+                "--json", str(report_path))
+    reports = {Path(r["notebook"]).stem: r for r in json.loads(report_path.read_text())}
+    return reports, source, before
+
+
+def _results(report):
+    return {e["grade_id"]: (e["points"], e["reason"]) for e in report["exercises"]}
+
+
+@pytest.mark.parametrize("name", CHEATS)
+def test_a_cheat_that_changes_the_kernel_scores_zero_on_what_it_cheated(name, attacked):
+    reports, _, _ = attacked
+    results = _results(reports[name])
+    points, reason = results.pop("ex1_midi_to_hz_tests")
+    assert points == 0 and reason.startswith("the submission changed how tests run: ") and CHEATS[name][2] in reason
+    if name in NAME_CHEATS:  # a changed name matters only to the tests that read it
+        assert results == {k: v for k, v in FULL_MARKS.items() if k != "ex1_midi_to_hz_tests"}
+    else:                    # a changed kernel, to every test that runs in it
+        assert all(p == 0 and r.startswith("the submission changed how tests run: ") for p, r in results.values())
+
+
+def test_a_submission_that_rewrites_the_instructor_notebook_scores_zero_and_the_file_is_restored(attacked):
+    reports, source, before = attacked
+    assert {reason for _, reason in _results(reports["a_instructor_rewrite"]).values()} == {
+        "the submission changed the instructor notebook, which was put back"}
+    assert reports["a_instructor_rewrite"]["total"] == 0
+    assert source.read_bytes() == before
+    # graded after it, by the real tests: the wrong answer fails the hidden test
+    assert _results(reports["patched_builtin"])["ex1_midi_to_hz_tests"][0] == 0
+
+
+def test_a_submission_runs_in_a_folder_without_notebooks(attacked):
+    reports, _, _ = attacked
+    assert reports["lists_its_folder"]["total"] == 6, _results(reports["lists_its_folder"])
+
+
+def test_memory_beyond_the_limit_fails_in_its_cell_and_grading_goes_on(attacked):
+    reports, _, _ = attacked
+    results = _results(reports["memory_bomb"])
+    assert results["ex3_span_tests"][0] == 0 and "MemoryError" in results["ex3_span_tests"][1]
+    assert results["ex1_midi_to_hz_tests"] == (2, None) and results["ex2_major_scale_tests"] == (3, None)
+
+
+def test_a_submission_cannot_add_an_audit_hook(attacked):
+    """sys.addaudithook does nothing in a grading kernel: the hook never hears the exec after it."""
+    reports, _, _ = attacked
+    assert _results(reports["audit_hook"]) == FULL_MARKS
