@@ -13,10 +13,12 @@ needs, and does it with nbgrader's own pieces:
   ``nbgrader validate [--invert]``;
 * :func:`grade_submission` does what ``nbgrader autograde`` does for one notebook: it puts the
   instructor's test cells back into the submission (nbgrader's *OverwriteCells* idea, with the
-  instructor notebook standing in for the gradebook), runs it headless with nbclient under a
-  per-cell and an overall time limit, and scores each test cell with nbgrader's own rule
-  (:func:`nbgrader.utils.determine_grade`). A broken submission scores zero where it is broken,
-  with the reason; it never stops the grader.
+  instructor notebook standing in for the gradebook), runs it headless with nbclient in a fresh
+  kernel under a memory limit and a per-cell and an overall time limit, in a temporary folder
+  without notebooks, audits the kernel before and after each test (:mod:`mlm_lessons.grading_guard`),
+  and scores each test cell with nbgrader's own rule (:func:`nbgrader.utils.determine_grade`). A
+  broken or tampering submission scores zero where it is broken, with the reason; it never stops
+  the grader. What this protects and what needs isolation: ``docs/instructors.md``.
 
 Command line (see :func:`add_commands`)::
 
@@ -263,9 +265,10 @@ def find_instructor_notebook(submission: str | os.PathLike,
                      f"({', '.join(p.name for p in contained)}); pass --source")
 
 
-def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.PathLike | None = None, *,
+def grade_submission(path: str | os.PathLike,
+                     instructor_notebook: str | os.PathLike | nbformat.NotebookNode | None = None, *,
                      cell_timeout: float = CELL_TIMEOUT_S, total_timeout: float = TOTAL_TIMEOUT_S,
-                     memory_limit_gb: float = MEMORY_LIMIT_GB,
+                     memory_limit_gb: float = MEMORY_LIMIT_GB, lesson_folder: str | os.PathLike | None = None,
                      notebooks_dir: str | os.PathLike = COURSE_NOTEBOOKS) -> dict:
     """Run a student's notebook headless against the instructor's tests and score each exercise.
 
@@ -289,11 +292,15 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
 
     Args:
         path: the submission.
-        instructor_notebook: the notebook it answers; default: found by name in ``notebooks_dir``.
+        instructor_notebook: the notebook it answers, as a file or already read (then no file is
+            compared after the run; see ``--source -`` in ``docs/instructors.md``); default: found by
+            name in ``notebooks_dir``.
         cell_timeout: seconds a cell may run before it is interrupted.
         total_timeout: seconds the whole submission may run; cells after that are not run.
         memory_limit_gb: the kernel's data memory, in GiB (0: no limit); an allocation beyond it fails
             in the cell that makes it.
+        lesson_folder: the folder whose files the lesson reads by relative path; default: the
+            instructor notebook's folder (``notebooks_dir`` for a notebook given already read).
         notebooks_dir: where to look for the instructor notebook.
 
     Returns:
@@ -306,17 +313,22 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
         ValueError: no matching instructor notebook, or it has no autograded tests.
     """
     path = Path(path)
-    source = Path(instructor_notebook) if instructor_notebook else find_instructor_notebook(path, notebooks_dir)
-    instructor = read_notebook(source)
+    if isinstance(instructor_notebook, nbformat.NotebookNode):
+        source, instructor, instructor_bytes = None, instructor_notebook, None
+        lesson_folder = Path(lesson_folder or notebooks_dir)
+    else:
+        source = Path(instructor_notebook or find_instructor_notebook(path, notebooks_dir))
+        instructor_bytes = source.read_bytes() if source.is_file() else None
+        instructor = read_notebook(source)
+        lesson_folder = Path(lesson_folder or source.resolve().parent)
     exercises = _exercises(instructor)
     if not exercises:
-        raise ValueError(f"{source} has no autograded test cells to grade with")
+        raise ValueError(f"{source or 'the instructor notebook'} has no autograded test cells to grade with")
     submission = read_notebook(path)
 
     present_ids = {_grade_id(cell) for cell in submission.cells}
     notebook = _overwrite_protected_cells(submission, instructor)
-    instructor_bytes = source.read_bytes()
-    with _working_folder(source) as working_dir:
+    with _working_folder(lesson_folder) as working_dir:
         tests = {index: names_read(cell.source) for index, cell in enumerate(notebook.cells)
                  if cell.cell_type == "code" and nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell)}
         reference = _reference_descriptions(tuple(import_statements(
@@ -325,10 +337,10 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
         outcomes = _execute(notebook, working_dir=working_dir, cell_timeout=cell_timeout,
                             total_timeout=total_timeout, memory_limit=int(memory_limit_gb * 2**30),
                             tests=tests, reference=reference)
-    if source.read_bytes() != instructor_bytes:
+    if instructor_bytes is not None and source.read_bytes() != instructor_bytes:
         with atomic_path(source) as tmp:
             tmp.write_bytes(instructor_bytes)
-        return _zero_report(path, source, "the submission changed the instructor notebook, which was put back")
+        return _zero_report(path, exercises, "the submission changed the instructor notebook, which was put back")
 
     cells_by_id = {_grade_id(cell): (index, cell) for index, cell in enumerate(notebook.cells)
                    if _grade_id(cell) is not None}
@@ -349,12 +361,13 @@ def grade_submission(path: str | os.PathLike, instructor_notebook: str | os.Path
             "max_total": sum(e.max_points for e in exercises), "exercises": results}
 
 
-def grade_folder(folder: str | os.PathLike, instructor_notebook: str | os.PathLike | None = None, *,
+def grade_folder(folder: str | os.PathLike,
+                 instructor_notebook: str | os.PathLike | nbformat.NotebookNode | None = None, *,
                  notebooks_dir: str | os.PathLike = COURSE_NOTEBOOKS, **options: Any) -> list[dict]:
     """Grade every ``*.ipynb`` under ``folder`` (sorted, checkpoints skipped), one report each.
 
     A file that is not a readable notebook scores zero on every exercise rather than stopping the
-    class's grading. ``options`` are the time limits of :func:`grade_submission`.
+    class's grading. ``options`` are those of :func:`grade_submission` (limits, ``lesson_folder``).
 
     Raises:
         FileNotFoundError: no such folder.
@@ -366,15 +379,15 @@ def grade_folder(folder: str | os.PathLike, instructor_notebook: str | os.PathLi
         raise FileNotFoundError(f"no folder at {folder}")
     submissions = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     # Match every file before running any, so a misnamed one stops the run at once, not hours in.
-    sources = [Path(instructor_notebook) if instructor_notebook else find_instructor_notebook(path, notebooks_dir)
-               for path in submissions]
+    sources = [instructor_notebook or find_instructor_notebook(path, notebooks_dir) for path in submissions]
     reports = []
     for submission, source in zip(submissions, sources):
         try:
-            reports.append(grade_submission(submission, source, **options))
+            reports.append(grade_submission(submission, source, notebooks_dir=notebooks_dir, **options))
         except NotANotebookError as err:
             reason = f"not graded: not a readable notebook ({type(err.__cause__).__name__})"
-            reports.append(_zero_report(submission, source, reason))
+            instructor = source if isinstance(source, nbformat.NotebookNode) else read_notebook(source)
+            reports.append(_zero_report(submission, _exercises(instructor), reason))
     return reports
 
 
@@ -462,12 +475,12 @@ _GRADING_KERNEL = "mlm-lessons-grading"
 
 
 @contextlib.contextmanager
-def _working_folder(instructor_notebook: Path):
+def _working_folder(lesson_folder: Path):
     """A temporary folder to grade in, laid out like the lesson's surroundings without its notebooks:
-    ``ROOT/<lesson folder>/`` (the working directory) links to each file beside the instructor notebook
-    that is not a notebook, and ``ROOT/<other folder>`` to each entry beside the lesson folder, so relative
-    paths (``melody.txt``, ``../data``) resolve as they do in the lesson. Removed afterwards."""
-    lesson_folder = instructor_notebook.resolve().parent
+    ``ROOT/<lesson folder>/`` (the working directory) links to each file in ``lesson_folder`` that is not a
+    notebook, and ``ROOT/<other folder>`` to each entry beside it, so relative paths (``melody.txt``,
+    ``../data``) resolve as they do in the lesson. Removed afterwards."""
+    lesson_folder = lesson_folder.resolve()
     with tempfile.TemporaryDirectory(prefix="mlm-lessons-grading-") as root:
         working_dir = Path(root) / lesson_folder.name
         working_dir.mkdir()
@@ -611,9 +624,8 @@ def _first_failed_solution(exercise: _Exercise, cells_by_id: dict, outcomes: dic
     return None
 
 
-def _zero_report(submission: Path, instructor_notebook: Path, reason: str) -> dict:
-    """A report giving zero on every exercise of the instructor notebook, for the same reason."""
-    exercises = _exercises(read_notebook(instructor_notebook))
+def _zero_report(submission: Path, exercises: list[_Exercise], reason: str) -> dict:
+    """A report giving zero on every exercise, for the same reason."""
     return {"notebook": str(submission), "total": 0.0, "max_total": sum(e.max_points for e in exercises),
             "exercises": [{"grade_id": e.grade_id, "points": 0.0, "max_points": e.max_points,
                            "passed": False, "reason": reason} for e in exercises]}
@@ -663,7 +675,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     grade = commands.add_parser("grade", help="run submissions headless and score each exercise")
     grade.add_argument("submissions", nargs="+", help="submitted notebooks, or folders of them")
-    grade.add_argument("--source", help="the instructor notebook (default: found by file name in notebooks/)")
+    grade.add_argument("--source", help="the instructor notebook (default: found by file name in notebooks/); "
+                       "'-' reads it from standard input, for grading where the file is hidden")
+    grade.add_argument("--lesson-folder", metavar="DIR",
+                       help="the folder whose files the lesson reads (default: the instructor notebook's)")
     grade.add_argument("--json", metavar="PATH", help="also write the report(s) as JSON ('-' for stdout)")
     grade.add_argument("--timeout", type=float, default=CELL_TIMEOUT_S,
                        help=f"seconds a cell may run (default: {CELL_TIMEOUT_S})")
@@ -690,7 +705,14 @@ def _build_command(args: argparse.Namespace) -> None:
 
 
 def _grade_command(args: argparse.Namespace) -> None:
-    options = {"cell_timeout": args.timeout, "total_timeout": args.total_timeout, "memory_limit_gb": args.memory_limit}
+    options = {"cell_timeout": args.timeout, "total_timeout": args.total_timeout, "memory_limit_gb": args.memory_limit,
+               "lesson_folder": args.lesson_folder}
+    source = args.source
+    if source == "-":   # read once, before any submission runs: the file itself may be out of reach
+        try:
+            source = nbformat.reads(sys.stdin.read(), as_version=4)
+        except Exception as err:
+            raise NotANotebookError(f"--source -: standard input is not a notebook ({type(err).__name__})") from err
     if args.json and args.json != "-":   # before grading anything: a class's grading takes a while
         json_path = Path(args.json)
         if json_path.is_dir():
@@ -701,9 +723,9 @@ def _grade_command(args: argparse.Namespace) -> None:
     reports = []
     for target in map(Path, args.submissions):
         if target.is_dir():
-            reports += grade_folder(target, args.source, **options)
+            reports += grade_folder(target, source, **options)
         else:
-            reports.append(grade_submission(target, args.source, **options))
+            reports.append(grade_submission(target, source, **options))
     if not reports:
         raise ValueError(f"no notebooks (*.ipynb) found in {', '.join(args.submissions)}; point grade at the "
                          "submitted notebooks or the folder that holds them")

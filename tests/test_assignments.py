@@ -15,6 +15,7 @@ Two kinds of notebook are checked:
 import argparse
 import ast
 import copy
+import io
 import json
 import shutil
 from pathlib import Path
@@ -488,3 +489,19 @@ def test_a_submission_cannot_add_an_audit_hook(attacked):
     """sys.addaudithook does nothing in a grading kernel: the hook never hears the exec after it."""
     reports, _, _ = attacked
     assert _results(reports["audit_hook"]) == FULL_MARKS
+
+
+def test_the_instructor_notebook_can_come_from_standard_input(student_dir, tmp_path, monkeypatch, capsys):
+    """``--source -``: the notebook is read once, before grading, so its file can be hidden from submissions."""
+    instructor = nbformat.read(FIXTURE, as_version=4)
+    full = nbformat.read(student_dir / FIXTURE.name, as_version=4)
+    for grade_id in grade_ids(instructor, graded=False):
+        full = _answer(full, grade_id, _cell(instructor, grade_id).source)
+    nbformat.write(full, tmp_path / "anything.ipynb")  # no name to match: the source is given
+    monkeypatch.setattr("sys.stdin", io.StringIO(FIXTURE.read_text()))
+    run_command("grade", str(tmp_path / "anything.ipynb"), "--source", "-", "--lesson-folder", str(FIXTURE.parent),
+                "--json", "-")
+    assert json.loads(capsys.readouterr().out)["total"] == 6
+    monkeypatch.setattr("sys.stdin", io.StringIO("not a notebook"))
+    with pytest.raises(assignments.NotANotebookError, match="--source -: standard input is not a notebook"):
+        run_command("grade", str(tmp_path / "anything.ipynb"), "--source", "-")
