@@ -341,7 +341,9 @@ PRESETS: dict[str, Config] = {
     # each stage a decoder-only transformer with 24 layers, 16 heads, d_model 1024.
     "paper": Config(
         name="paper",
-        data=DataConfig(sample_rate=24_000, clip_seconds=30.0, num_clips=5_521),
+        # MusicLM's stages trained on 5M clips (280k hours); MusicCaps's 5,521 captioned clips, often
+        # quoted beside them, are its evaluation set, not training data.
+        data=DataConfig(sample_rate=24_000, clip_seconds=30.0, num_clips=5_000_000),
         features=AudioFeatureConfig(n_fft=1024, hop_length=240, n_mels=128),
         tokens=TokenConfig(),
         # 24 kHz / 50 Hz = 480 samples per frame (MusicLM, section 3.2).

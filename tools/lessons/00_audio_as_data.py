@@ -239,11 +239,15 @@ print(captions.caption(clip_attrs, np.random.default_rng(SEED)))
 
 # %% [markdown]
 # ### The mel scale
-# Hearing is roughly logarithmic in frequency: 100 → 200 Hz sounds like as big a step as
-# 1,000 → 2,000 Hz. The **mel scale** models this. In the common "HTK" form
-# $$\text{mel}(f) = 2595 \log_{10}\!\left(1 + \frac{f}{700}\right);$$
-# the Slaney form used by librosa and by `audio.log_mel` is linear below 1 kHz and logarithmic
-# above. A **mel filterbank** is a set of triangular filters equally spaced in mel; multiplying
+# Musical pitch is logarithmic in frequency: 100 → 200 Hz and 1,000 → 2,000 Hz are both an
+# octave. The **mel scale** is something else: it comes from listeners asked to mark equal steps of
+# *perceived pitch distance* (Stevens, Volkmann & Newman, 1937), and their steps are nearly
+# equal in hertz below about 1 kHz and nearly equal in ratio above it. In the common "HTK" form
+# $$\text{mel}(f) = 2595 \log_{10}\!\left(1 + \frac{f}{700}\right),$$
+# the octave 100 → 200 Hz spans about 133 mel and the octave 1,000 → 2,000 Hz about 521 (checked
+# below): the low octave gets a quarter of the room. The Slaney form used by librosa and by
+# `audio.log_mel` is exactly linear below 1 kHz and logarithmic above. A **mel filterbank** is a set
+# of triangular filters equally spaced in mel; multiplying
 # the power spectrogram by it pools the linear-frequency bins into a few dozen perceptual bands.
 # Let us build the HTK version and check it against torchaudio.
 
@@ -263,6 +267,11 @@ def mel_filterbank(n_fft, n_mels, sample_rate):
     rising = (bin_hz[:, None] - lower) / (centre - lower)
     falling = (upper - bin_hz[:, None]) / (upper - centre)
     return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+low_octave = (hz_to_mel(torch.tensor(200.0)) - hz_to_mel(torch.tensor(100.0))).item()
+high_octave = (hz_to_mel(torch.tensor(2000.0)) - hz_to_mel(torch.tensor(1000.0))).item()
+print(f"100 -> 200 Hz: {low_octave:.0f} mel; 1,000 -> 2,000 Hz: {high_octave:.0f} mel")
+assert round(low_octave) == 133 and round(high_octave) == 521
 
 ours = mel_filterbank(1024, 64, SAMPLE_RATE)
 reference = torchaudio.functional.melscale_fbanks(513, 0.0, SAMPLE_RATE / 2, 64, SAMPLE_RATE, mel_scale="htk")
@@ -497,6 +506,14 @@ assert len(lead_counts) >= 8, "the tiny preset covers every lead instrument"
 # not: a magnitude spectrogram discards phase, and the Griffin-Lim cell above shows what that
 # costs. MusicLM therefore works in the token space of a neural codec, SoundStream (Zeghidour et
 # al., 2021), whose decoder produces waveforms directly.
+#
+# **Check your understanding.** (1) A 7 kHz tone is recorded at 11,025 Hz: at what frequency does it
+# appear, and why can no later processing tell it apart from a real tone there? (2) You double the STFT's
+# window length: what improves, what gets worse, and by how much? (3) Mel bands are narrow at the
+# bottom and wide at the top (an octave is 133 mel low down, 521 higher up, measured above): whose
+# harmonics does a 64-band log-mel keep apart better, a 110 Hz bass's or an 880 Hz flute's, and why?
+# (4) A caption says "fast"; SynthCaps stores a tempo in bpm. What would you need to check that the
+# word is right?
 #
 # **Going further.** Julius O. Smith, *Spectral Audio Signal Processing* (online book) for the
 # STFT; Stevens, Volkmann & Newman (1937) for the mel scale; the MusicCaps card on Kaggle for the

@@ -1,9 +1,11 @@
 # %% [markdown]
 # # Lesson 01 — Attention and transformers
 #
-# Every model that MusicLM chains together (its semantic stage, its coarse and fine acoustic
-# stages, MuLan's text tower, w2v-BERT) is a **Transformer**, and the heart of a Transformer is
-# one operation: **attention**. This lesson derives it, builds it from scratch, checks it against
+# Most of what MusicLM chains together is built on one operation, **attention**: its semantic, coarse
+# and fine stages and MuLan's text tower are **Transformers**, and w2v-BERT is a Conformer (a
+# Transformer block with a convolution module added). Only the SoundStream codec and MuLan's audio
+# tower (a ResNet) are convolutional networks without attention. This lesson derives attention,
+# builds it from scratch, checks it against
 # PyTorch and the course package, and then trains a small **encoder–decoder** Transformer on a
 # musical task: *transpose this melody by a given interval*. You will see, in its attention maps,
 # the decoder look up the matching note of the source melody as it writes each note.
@@ -61,7 +63,8 @@ print(f"preset {PRESET!r}: encoder-decoder with d_model={SIZES['d_model']}, {SIZ
 # ## 1. Music as a sequence of tokens
 #
 # A Transformer reads a sequence of **tokens**: integers from a fixed vocabulary. MusicLM's
-# tokens come from neural audio codecs (lessons 05–06); to learn the machinery on something we can
+# tokens come from three trained audio models: the SoundStream codec (lesson 05), the
+# self-supervised w2v-BERT (lesson 06) and MuLan (lesson 07). To learn the machinery on something we can
 # read, this lesson and the next use the *written melodies* of SynthCaps. `mlm_lessons.melody`
 # turns a melody into tokens: a note is a **pitch** token followed by a **duration** token, a
 # silence is `rest` plus a duration, `|` marks the start of a bar, and `<bos>`/`<eos>` open and
@@ -376,11 +379,17 @@ viz.plot_history(history, keys=["loss"], ax=axes[0], log_y=True, title="training
 viz.plot_history(history, keys=["accuracy"], ax=axes[1], title="next-token accuracy (teacher forcing)")
 plt.tight_layout()
 plt.show()
+by_step = {row["step"]: row for row in history}
+early, middle, late = by_step[50], by_step[250], by_step[400]
+print(f"accuracy at steps 50, 250, 400: {early['accuracy']:.0%}, {middle['accuracy']:.0%}, {late['accuracy']:.0%}; "
+      f"loss from step 250 to 400: {middle['loss']:.2f} -> {late['loss']:.2f} nats")
+assert early["accuracy"] < 0.5 < middle["accuracy"] < 0.8 and late["accuracy"] > 0.95
+assert middle["loss"] / late["loss"] > 4
 
 # %% [markdown]
-# The plateau and sudden drop are typical: the model first learns to copy everything but the
-# pitches (rhythm, bar lines: an easy, aligned copy), then, all at once, how to combine the
-# instruction with the source pitch. Now the real test: **generate** transpositions of the held-out
+# Training goes in two phases. Within 50 steps the accuracy reaches about 40%; it then climbs slowly, to
+# about two thirds by step 250; between steps 250 and 400 the loss falls again, several-fold, and the
+# accuracy passes 95% (the figures printed above). Now the real test: **generate** transpositions of the held-out
 # melodies, token by token (greedy decoding), and compare with the right answer.
 
 # %%
@@ -570,6 +579,12 @@ assert rhythm_kept >= 8, "the rhythm is copied"
 # >   [arXiv:2002.04745](https://arxiv.org/abs/2002.04745), and optionally rotary positions, Su et
 # >   al., 2021, [arXiv:2104.09864](https://arxiv.org/abs/2104.09864)): the right tool when an
 # >   input sequence is given whole and an output is written from it, as in translation.
+#
+# **Check your understanding.** (1) Without the $\sqrt{d}$, what happens to the softmax of 512-wide
+# vectors with unit-variance entries, and to its gradient? (2) Shuffle the source melody's tokens: what
+# does an encoder without positional codes output, and why? (3) Your transposer's cross-attention map
+# is a diagonal band: what does a point off the band mean? (4) Why does the decoder need a causal mask
+# in training but the encoder does not?
 #
 # **Going further.** Train on all thirteen intervals (`shifts=melody.SHIFTS`; it needs a few
 # times more steps), or on four-bar melodies, and watch when the "pitch" plateau breaks. Try

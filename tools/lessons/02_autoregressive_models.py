@@ -174,7 +174,8 @@ plt.show()
 # %% [markdown]
 # Where is the model sure, and where does it hesitate? Per-token surprise
 # $-\log p(x_t \mid x_{<t})$ on a held-out melody: durations and bar lines are nearly free once
-# the rhythm is set; the first pitch (which key?) and pitches after a bar line cost the most.
+# the rhythm is set, and pitches carry most of the surprise (the share is printed below the plot);
+# the first pitch, which sets the key, costs more than a typical pitch.
 
 # %%
 with torch.no_grad():
@@ -188,6 +189,12 @@ ax.set_xticks(range(len(surprise)), VOCAB.to_names(tokens[0, 1:length]), rotatio
 ax.set(ylabel="surprise (nats)", title="-log p(token | past) on a held-out melody (pitches red)")
 plt.tight_layout()
 plt.show()
+is_pitch = torch.tensor([VOCAB.is_pitch(int(t)) for t in tokens[0, 1:length]])
+pitch_share = (surprise[is_pitch].sum() / surprise.sum()).item()
+first_pitch = surprise[is_pitch][0].item()
+print(f"pitches: {int(is_pitch.sum())} of {len(surprise)} tokens, {pitch_share:.0%} of the surprise; "
+      f"first pitch {first_pitch:.1f} nats, median pitch {surprise[is_pitch].median().item():.1f}")
+assert pitch_share > 0.75 and first_pitch > surprise[is_pitch].median()
 
 # %% [markdown]
 # ## 4. Sampling strategies
@@ -443,8 +450,10 @@ assert torch.equal(mine, reference)
 # - A causal mask makes one forward pass compute every next-token prediction: teacher forcing.
 # - Generation is sequential and a choice: greedy, temperature, top-k, top-p (and min-p) trade
 #   fidelity against variety, visibly in the numbers and audibly in the melodies.
-# - A KV cache stores past keys and values; it gives the same tokens and turns quadratic work into
-#   linear.
+# - A KV cache stores past keys and values; it gives the same tokens for less work. Per new token,
+#   attention costs time linear in the length so far instead of quadratic (no recomputing the whole
+#   prefix), and the rest of the network a constant instead of linear; over a sequence of $T$ tokens,
+#   attention totals $O(T^2)$ instead of $O(T^3)$.
 #
 # > **Fact check: how autoregressive generation works, and what MusicLM does.**
 # > * A common description says that a language model "looks at the whole sequence at once" when it
@@ -462,6 +471,13 @@ assert torch.equal(mine, reference)
 # >   can represent. MusicLM applies it three times in a row (semantic tokens, then coarse, then fine
 # >   acoustic tokens), each stage a decoder-only Transformer conditioned on the previous ones
 # >   (lesson 08).
+#
+# **Check your understanding.** (1) A model's perplexity is 3.1 on held-out melodies: what does that
+# number mean in tokens, and what would a model that knows nothing score? (2) Why does one forward
+# pass under a causal mask give the loss of every position, but generation still needs one pass per
+# token? (3) Greedy decoding loops on one bar: which sampling rule would you try first, and what does
+# it trade away? (4) With a KV cache, how much attention work does the 1,000th token cost compared
+# with the 10th, and without one?
 #
 # **Going further.** Condition the model: `TransformerLMConfig(prefix_vocab_size=4)` and a
 # `prefix=` tensor holding each melody's mode (`train_melodies.attributes[i].mode`) give a model

@@ -79,9 +79,9 @@ print(f"preset {PRESET!r}, device {DEVICE!r}, audio at {SAMPLE_RATE} Hz")
 # $-\sigma(D(G(z)))$ vanishes. Goodfellow et al. therefore train $G$ to *maximise*
 # $\log \sigma(D(G(z)))$ instead, the **non-saturating** loss $-\log\sigma(D(G(z)))$, with the same
 # fixed point and a gradient near $-1$ exactly where $G$ needs it. Two later variants are common in
-# audio: the **hinge** loss (used by SoundStream), where $D$ stops pushing once real logits exceed
-# $+1$ and fake ones fall below $-1$, and the **least-squares** loss (LSGAN, Mao et al. 2017; used
-# by HiFi-GAN and EnCodec), which regresses real logits to 1 and fake ones to 0.
+# audio: the **hinge** loss (used by MelGAN, SoundStream and EnCodec), where $D$ stops pushing once
+# real logits exceed $+1$ and fake ones fall below $-1$, and the **least-squares** loss (LSGAN, Mao
+# et al. 2017; used by HiFi-GAN), which regresses real logits to 1 and fake ones to 0.
 #
 # | loss | discriminator minimises | generator minimises |
 # |---|---|---|
@@ -140,6 +140,10 @@ def generator_gradient(logit, kind):
 print(f"{'D(G(z))':>8} |" + "".join(f"{kind:>15}" for kind in gan.LOSS_KINDS))
 for logit in [-6.0, 0.0, 3.0]:
     print(f"{logit:>8.1f} |" + "".join(f"{generator_gradient(logit, kind):>15.4f}" for kind in gan.LOSS_KINDS))
+assert all(generator_gradient(logit, kind) < 0 for logit in (-6.0, 0.0) for kind in gan.LOSS_KINDS)
+assert {kind for kind in gan.LOSS_KINDS if generator_gradient(3.0, kind) > 0} == {"least_squares"}
+assert abs(generator_gradient(-6.0, "minimax")) < 0.01 < min(abs(generator_gradient(-6.0, k))
+                                                           for k in gan.LOSS_KINDS if k != "minimax")
 
 # %%
 logits = torch.linspace(-6, 4, 200, requires_grad=True)
@@ -158,9 +162,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Every gradient is negative: lowering any of these losses raises $D(G(z))$, i.e. makes the
-# discriminator believe the sample. Only the minimax loss fades to nothing when $D(G(z))$ is very
-# negative, the state every generator starts in.
+# For a bad or so-so generator every gradient is negative: lowering any of these losses raises
+# $D(G(z))$, i.e. makes the discriminator believe the sample. Only the minimax loss fades to nothing
+# when $D(G(z))$ is very negative, the state every generator starts in. For a good generator the
+# least-squares gradient turns *positive* (the table's last row): its target is a logit of 1, not
+# "as real as possible", so it pulls a logit of 3 back down; the other three still push it up.
 #
 # ## 3. A GAN on 2-D data
 # The data: eight Gaussian blobs on a circle, the standard test of whether a generator finds *all*
@@ -255,6 +261,8 @@ collapsing, remedied = collapse_experiment(False), collapse_experiment(True)
 for name, snapshots in [("plain discriminator", collapsing), ("with minibatch std", remedied)]:
     modes = [gan.mode_coverage(points, centers, STD)["modes_covered"] for points in snapshots]
     print(f"{name:>20}: modes covered every 500 steps {modes}")
+plain_modes = [gan.mode_coverage(points, centers, STD)["modes_covered"] for points in collapsing]
+assert max(plain_modes) <= 1 and gan.mode_coverage(remedied[-1], centers, STD)["modes_covered"] == 8
 
 # %%
 fig, axes = plt.subplots(2, 5, figsize=(14, 5.6), sharex=True, sharey=True)
@@ -275,8 +283,9 @@ plt.show()
 
 # %% [markdown]
 # In the top row all 1,000 samples sit on one thin curve that wanders from mode to mode, never
-# covering more than one at a time; the bottom row finds all eight. Other remedies you will meet: unrolling the discriminator's updates (Metz et al., 2017),
-# packing several samples into one discriminator input (PacGAN, Lin et al., 2018), spectral
+# covering more than one at a time; the bottom row ends with all eight (both asserted above). Other
+# remedies you will meet: unrolling the discriminator's updates (Metz et al., 2017), packing several
+# samples into one discriminator input (PacGAN, Lin et al., 2018), spectral
 # normalisation, and simply a discriminator that learns at least as fast as the generator
 # (the two-time-scale rule, Heusel et al., 2017).
 #
@@ -381,13 +390,25 @@ note_gan.eval()
 with torch.no_grad():
     _, target_features = note_gan.discriminator(target, return_features=True)
     print(f"{'imitation of x':>22} | squared error | D judges real | feature matching")
+    judged = {}
     for name, imitation in [("blurred x", blurred), ("2 semitones up", two_semitones_up)]:
         logits, features = note_gan.discriminator(imitation, return_features=True)
-        print(f"{name:>22} | {F.mse_loss(imitation, target):13.3f} | {(logits > 0).float().mean():13.0%} | "
-              f"{gan.feature_matching_loss(target_features, features):16.3f}")
+        judged[name] = (F.mse_loss(imitation, target).item(), (logits > 0).float().mean().item(),
+                        gan.feature_matching_loss(target_features, features).item())
+        print(f"{name:>22} | {judged[name][0]:13.3f} | {judged[name][1]:13.0%} | {judged[name][2]:16.3f}")
 note_gan.train();
+(blur_error, blur_real, blur_features), (up_error, up_real, up_features) = judged.values()
+assert blur_error < up_error and blur_real < up_real and blur_features < up_features
+assert up_error / blur_error > up_features / blur_features   # feature matching separates them less
 
 # %% [markdown]
+# Look at the last column too: **feature matching also prefers the blur**, if by a smaller margin than
+# squared error (the ratios are asserted above). That is no contradiction. It compares the
+# discriminator's features of the imitation with those of *this* note $x$, so it is a distance to the
+# target, like squared error, only measured in features learned for telling real from fake, where
+# the blur's smeared harmonics cost more than in raw pixels. Only the discriminator's verdict (middle
+# column) asks "is it real?" rather than "is it $x$?", and only it prefers the other, real note.
+#
 # A codec must reproduce *this* note, so it cannot drop the reconstruction loss: the other note is
 # real but wrong. It cannot rely on it alone either, or it learns the blur. SoundStream's decoder
 # therefore minimises a sum: a reconstruction loss on spectrograms, the adversarial
@@ -487,7 +508,8 @@ assert collapsed_hits >= gan.mode_coverage(collapsing[-1], centers, STD)["modes_
 # - A GAN trains a generator through a discriminator's judgement. Against the optimal
 #   discriminator the generator minimises the Jensen–Shannon divergence to the data.
 # - The game's own generator loss saturates where the generator is bad; the non-saturating,
-#   hinge and least-squares losses do not. All push $D(G(z))$ up.
+#   hinge and least-squares losses do not. All push $D(G(z))$ up while the generator is bad; the
+#   least-squares loss stops at its target logit of 1 and pulls a higher one back down.
 # - GANs can drop modes. On the ring of eight Gaussians, a generator faster than its discriminator
 #   collapsed, and letting the discriminator see the batch's spread (minibatch standard deviation)
 #   brought back all eight modes. The measured figures are printed below.
@@ -520,8 +542,18 @@ print(f"  note GAN: {fraction:.0%} of samples confidently classified, "
 # > **Fact check: GANs in SoundStream.** SoundStream (Zeghidour et al., 2021) trains its decoder
 # > with a wave-based multi-scale discriminator and an STFT-based discriminator, hinge-style
 # > adversarial losses and a feature-matching loss, on top of a multi-scale spectral
-# > reconstruction loss. MusicLM (Agostinelli et al., 2023) reuses a trained SoundStream; it does
-# > not train a GAN of its own.
+# > reconstruction loss. MusicLM's authors (Agostinelli et al., 2023) trained their own SoundStream,
+# > adversarially, on the Free Music Archive, then froze it: the three MusicLM stages are trained
+# > without a discriminator, but the codec whose decoder turns their tokens into sound is a GAN's
+# > generator. (A common summary says MusicLM "does not train a GAN"; of its stages that is true, of
+# > the system it is not.)
+#
+# **Check your understanding.** (1) Early in training $D(G(z)) = -6$: compute the minimax and the
+# non-saturating gradients and say which generator learns. (2) The least-squares gradient is positive at
+# $D(G(z)) = 3$: what does that do to a generator that is already fooling $D$? (3) Your GAN covers one
+# mode at a time and hops between them: name two remedies and what each changes in the game. (4) Why
+# can a codec not be trained with the adversarial loss alone, and why not with the reconstruction loss
+# alone?
 #
 # **Going further.** Goodfellow's NeurIPS 2016 tutorial (arXiv:1701.00160); Mescheder et al. 2018,
 # *Which training methods for GANs do actually converge?*; Kumar et al. 2019, MelGAN, and Kong et

@@ -26,6 +26,8 @@
 # about a minute; on a GPU set `DEVICE = "cuda"` and raise `STEPS_SCALE`.
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -225,8 +227,16 @@ print(f"KL closed form {my_gaussian_kl(mean, log_var).item():.3f} nats; Monte Ca
 # ## 5. Training the VAE
 # `vae.ConvVAE` is the autoencoder above with an encoder that outputs $2 \times 8$ numbers per patch
 # ($\mu$ and $\log\sigma^2$). Its loss, `vae.vae_objective(beta)`, is the negative ELBO per patch
-# in nats, with the KL term weighted by $\beta$ (1 for the true ELBO). The decoder's
-# $\sigma$ is fixed at 1, the data's own standard deviation.
+# in nats, with the KL term weighted by $\beta$ (1 for the true ELBO).
+#
+# The decoder's $\sigma$ is fixed at 1. That is a choice, not a fact about the data, and it matters.
+# With $\sigma$ fixed, the negative ELBO is $\frac{1}{2\sigma^2}\|x - \hat x\|^2 + \beta\,\mathrm{KL}$
+# plus a constant; multiplying it by $\sigma^2$ changes no gradient's direction, so **$\sigma$ and
+# $\beta$ are one knob**: only $\beta\sigma^2$ matters. After training, the reconstruction residual has
+# a standard deviation of about 0.2 (printed below), so $\sigma = 1, \beta = 1$ trains like the
+# better-fitting $\sigma \approx 0.2$ with $\beta \approx 25$: a strong pull towards the prior. Learning
+# $\sigma$ with the rest would set it near the residual's size, and the $\beta$ of section 7 then means
+# what it says.
 
 # %%
 def train_vae(beta, steps=1500):
@@ -247,8 +257,14 @@ def evaluate(model):
 
 model, history = train_vae(beta=1.0)
 scores = evaluate(model)
-print(f"VAE: ELBO {scores['elbo']:.1f} nats per patch = {scores['elbo'] / 2048:.3f} per mel bin; "
+CONSTANT = -0.5 * 2048 * math.log(2 * math.pi)   # the likelihood's -D/2 log(2 pi) (log sigma = 0 at sigma = 1)
+print(f"VAE: ELBO {scores['elbo']:.1f} nats per patch = {scores['elbo'] / 2048:.3f} per mel bin "
+      f"({scores['elbo'] - CONSTANT:.1f} without the constant {CONSTANT:.1f}); "
       f"KL {scores['kl']:.1f} nats; reconstruction error {scores['mse']:.3f} per mel bin")
+residual_std = scores["mse"] ** 0.5
+print(f"residual standard deviation {residual_std:.2f}: sigma = 1 with beta = 1 trains like "
+      f"sigma = {residual_std:.2f} with beta = {1 / residual_std ** 2:.0f}")
+assert 0.12 < residual_std < 0.3
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3))
@@ -263,7 +279,10 @@ plt.show()
 # The KL starts low (the codes say little about each note), rises as the decoder learns to use
 # them, and levels off while the reconstruction keeps improving: the encoder settles how much
 # information about each note is worth its price in nats. Now the point of it all: decode draws
-# from the **prior**, $z \sim \mathcal N(0, I)$, and listen to a few.
+# from the **prior**, $z \sim \mathcal N(0, I)$, and listen to a few. What is shown and played as a
+# "prior sample" is the decoder's *mean* $\hat x(z)$ for each draw, as is usual: a sample of $x$
+# itself would add Gaussian noise of $\sigma = 1$ to every mel bin, several times the patches' own
+# variation.
 
 # %%
 samples = model.sample(10, torch.Generator().manual_seed(SEED))
@@ -311,6 +330,7 @@ print(f"classifier on VAE reconstructions of the notes: {reconstruction_accuracy
 print(f"VAE prior samples recognised: {vae_recognised:.0%}, covering {int((vae_found > 0).sum())} instruments")
 print(f"AE samples (fitted Gaussian) recognised: {ae_recognised:.0%}, covering {int((ae_found > 0).sum())} instruments")
 print("VAE samples by instrument:", ", ".join(f"{n} {c}" for n, c in zip(notes.instruments, vae_found.tolist())))
+assert vae_recognised > 0.5 and (vae_found > 0).all() and abs(vae_recognised - ae_recognised) < 0.1
 
 # %% [markdown]
 # Most prior samples are recognisably one instrument, and every instrument occurs. The
@@ -391,15 +411,22 @@ for beta in [0.25, 4.0]:
     with torch.no_grad():
         recognised_fraction, _ = recognised(beta_model.sample(500, torch.Generator().manual_seed(1)))
     results[beta] = {**evaluate(beta_model), "recognised": recognised_fraction}
-print(f"{'beta':>5} | {'ELBO (nats)':>11} | {'KL (nats)':>9} | {'recon. error':>12} | prior samples recognised")
+print(f"{'beta':>5} | {'ELBO (nats)':>11} | {'without constant':>16} | {'KL (nats)':>9} | {'recon. error':>12} | "
+      "prior samples recognised")
 for beta in sorted(results):
     row = results[beta]
-    print(f"{beta:>5} | {row['elbo']:>11.1f} | {row['kl']:>9.1f} | {row['mse']:>12.3f} | {row['recognised']:>8.0%}")
+    print(f"{beta:>5} | {row['elbo']:>11.1f} | {row['elbo'] - CONSTANT:>16.1f} | {row['kl']:>9.1f} | "
+          f"{row['mse']:>12.3f} | {row['recognised']:>8.0%}")
+kls, errors = [results[beta]["kl"] for beta in sorted(results)], [results[beta]["mse"] for beta in sorted(results)]
+assert kls == sorted(kls, reverse=True) and errors == sorted(errors)
+assert max(results, key=lambda beta: results[beta]["elbo"]) == 1.0
 
 # %% [markdown]
 # Read the table down the columns: as $\beta$ grows the KL (the information the code carries about
-# each note, in nats) shrinks and the reconstruction error grows. The true ELBO is best near
-# $\beta = 1$, the value for which it is the objective.
+# each note, in nats) shrinks and the reconstruction error grows. The true ELBO is best at
+# $\beta = 1$, the value for which it is the objective. Mind its size: almost all of it is the
+# constant $-\tfrac D2 \log 2\pi$ of the Gaussian likelihood ($D = 2048$ mel bins, $\sigma = 1$); the
+# differences between models sit in the few tens of nats that remain (the "without constant" column).
 #
 # ## Exercises
 # **Exercise 1 (3 points).** Write `my_kl_diagonal(mean_q, log_var_q, mean_p, log_var_p)`, the KL
@@ -512,6 +539,30 @@ print(f"instruments among recognised VAE samples (beta=1): {int((vae_found > 0).
 # > Gaussian with diagonal covariance, $\mathcal N(\mu_\phi(x), \mathrm{diag}(\sigma^2_\phi(x)))$
 # > (Kingma & Welling 2014), which is what makes the KL term closed-form. Mixture posteriors and
 # > mixture priors exist as extensions (e.g. VampPrior, Tomczak & Welling 2018), not as the VAE.
+#
+# ### The bridge to lesson 05: when the latent is a codebook
+# A VQ-VAE (van den Oord et al., 2017) keeps this lesson's encoder and decoder and changes the
+# bottleneck. Instead of a Gaussian $q(z \mid x)$, the encoder's output snaps to the nearest of $K$
+# learned vectors, a **codebook**; the code of a patch is an integer, a token. What changes:
+#
+# | | VAE (this lesson) | VQ-VAE (lesson 05) |
+# |---|---|---|
+# | latent | continuous $z \in \mathbb R^d$, sampled | one of $K$ codebook vectors, chosen by nearest neighbour |
+# | posterior | $\mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma_\phi^2(x))$ | deterministic, one-hot on the nearest code |
+# | KL to a uniform prior | varies, the price of each code | the constant $\log K$: it drops out of training |
+# | gradient through the bottleneck | reparameterisation | straight-through estimator, plus codebook and commitment losses |
+# | prior for sampling | fixed $\mathcal N(0, I)$ | learned afterwards: an autoregressive model over the tokens |
+#
+# The last row is the road to MusicLM: a codec (SoundStream, a VQ-VAE with a residual quantiser
+# and a GAN's losses) turns music into tokens, and language models like lesson 02's learn their
+# prior. Mind one name: VQ-VAE's commitment loss has a weight also called $\beta$, which keeps the
+# encoder's outputs near their codes; it is a different knob from section 7's.
+#
+# **Check your understanding.** (1) Your VAE's ELBO is -1,955 nats per patch: how much of that is the
+# likelihood's constant, and what would change it? (2) You halve the decoder's $\sigma$: how must
+# $\beta$ change for training to stay the same, and why? (3) The KL term is zero for every
+# patch: what has the model learned, and what do its prior samples look like? (4) Why can you
+# sample from a VAE right after training, but from a VQ-VAE only after training one more model?
 #
 # **Going further.** Kingma & Welling, *An Introduction to Variational Autoencoders* (2019);
 # Higgins et al. 2017 (β-VAE); van den Oord et al. 2017, *Neural Discrete Representation
