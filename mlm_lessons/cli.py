@@ -38,7 +38,6 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from mlm_lessons import assignments
 from mlm_lessons.notebook_runner import LessonCellError
 
 
@@ -430,11 +429,18 @@ AUDIO_HELP = ("with --data FILE.csv: the folder (and its subfolders) of the audi
               ".flac, .ogg, .mp3, or <ytid>_<start>-<end>.wav) (default: the CSV's folder)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(assignment_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. With ``assignment_commands=False``, ``assignments`` is listed but its options are not
+    built: they need nbgrader and nbclient, about 3 s to import, which no other command uses."""
     parser = argparse.ArgumentParser(prog="python -m mlm_lessons", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    assignments.add_commands(commands)
+    if assignment_commands:
+        from mlm_lessons import assignments
+
+        assignments.add_commands(commands)
+    else:
+        commands.add_parser("assignments", help="student versions, validation and grading of the exercises")
 
     data = commands.add_parser("data", help="write the SynthCaps course data")
     data.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
@@ -563,7 +569,8 @@ def _os_error_line(err: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(assignment_commands=bool(argv) and argv[0] == "assignments").parse_args(argv)
     try:
         args.run(args)
     except ValueError as err:           # bad input or settings, including corrupt JSON (a ValueError)

@@ -12,10 +12,6 @@ import os
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
-
 from mlm_lessons.atomic import atomic_path
 
 
@@ -30,6 +26,10 @@ def execute_notebook(path: str | os.PathLike, timeout_per_cell: int = 600,
     Raises:
         LessonCellError: a cell failed (its number, first line and error); the file is left unchanged.
     """
+    import nbformat          # here, not above: the command line imports this module for LessonCellError
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no notebook at {path}")

@@ -18,6 +18,22 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+NOTEBOOK_TOOLING = ("nbgrader", "nbclient", "nbformat", "nbconvert")
+
+
+def test_only_the_notebook_commands_load_the_notebook_tooling():
+    """nbgrader and nbclient take seconds to import and may be missing on a training machine: `train`, `generate`
+    and the rest must not need them; `assignments` must still find them."""
+    program = ("import sys\nfrom mlm_lessons import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+               "print(sorted({m.split('.')[0] for m in sys.modules} & set(%r)))" % (NOTEBOOK_TOOLING,))
+    loaded = {}
+    for command in (["train", "--help"], ["generate", "--help"], ["assignments", "grade", "--help"]):
+        result = subprocess.run([sys.executable, "-c", program, *command], capture_output=True, text=True)
+        loaded[command[0]] = result.stdout.strip().splitlines()[-1]
+    assert loaded["train"] == loaded["generate"] == "[]"
+    assert "nbgrader" in loaded["assignments"] and "nbclient" in loaded["assignments"]
+
+
 def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["data", "--preset", "huge", "--out", str(tmp_path / "d"), "--quiet"])
