@@ -329,8 +329,7 @@ def grade_submission(path: str | os.PathLike,
     present_ids = {_grade_id(cell) for cell in submission.cells}
     notebook = _overwrite_protected_cells(submission, instructor)
     with _working_folder(lesson_folder) as working_dir:
-        tests = {index: names_read(cell.source) for index, cell in enumerate(notebook.cells)
-                 if cell.cell_type == "code" and nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell)}
+        tests = {index: names_read(cell.source) for index, cell in enumerate(notebook.cells) if _is_test_cell(cell)}
         reference = _reference_descriptions(tuple(import_statements(
             [cell.source for cell in instructor.cells if cell.cell_type == "code"])),
             tuple(sorted({name for names in tests.values() for name in names})), str(working_dir))
@@ -415,11 +414,16 @@ def _exercises(instructor: nbformat.NotebookNode) -> list[_Exercise]:
             continue
         if nbgrader_utils.is_solution(cell) and not nbgrader_utils.is_grade(cell):
             pending_solutions.append(_grade_id(cell))
-        elif nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell) and cell.cell_type == "code":
+        elif _is_test_cell(cell):
             exercises.append(_Exercise(_grade_id(cell), float(cell.metadata.nbgrader["points"]),
                                        tuple(pending_solutions)))
             pending_solutions = []
     return exercises
+
+
+def _is_test_cell(cell: nbformat.NotebookNode) -> bool:
+    """An autograded test cell: a graded code cell that is not also a solution."""
+    return cell.cell_type == "code" and nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell)
 
 
 def _grade_id(cell: nbformat.NotebookNode) -> str | None:

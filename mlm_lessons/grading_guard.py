@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import json
 import subprocess
@@ -278,10 +279,16 @@ def audit(names: list[str]) -> dict:
 def audit_source(names: list[str]) -> str:
     """The code the grader runs in the kernel: this module's source, executed in a private namespace (a
     notebook may have replaced the functions of the module it imported), then one :data:`AUDIT_MARK` line."""
-    source = Path(__file__).read_text(encoding="utf-8")
+    source = _own_source()
     return (f"def _mlm_lessons_grading_audit():\n"
             f"    namespace = {{'__name__': 'mlm_lessons_grading_audit', 'get_ipython': get_ipython}}\n"
             f"    exec(compile({source!r}, {__file__!r}, 'exec'), namespace)\n"
             f"    return namespace['audit']({names!r})\n"
             f"print({AUDIT_MARK!r} + __import__('json').dumps(_mlm_lessons_grading_audit()))\n"
             f"del _mlm_lessons_grading_audit\n")
+
+
+@functools.cache
+def _own_source() -> str:
+    """This module's source, read once: the grader sends it with every audit, two per test cell."""
+    return Path(__file__).read_text(encoding="utf-8")
