@@ -1,9 +1,13 @@
 """Diagrams of the models, drawn by code so that they can be redrawn whenever the code changes.
 
 Every lesson opens with :func:`musiclm_diagram`, "MusicLM in one picture" with that lesson's part
-highlighted; the codec lesson explains SoundStream with :func:`soundstream_diagram`, the w2v-BERT
-lesson its encoder with :func:`w2v_bert_diagram`, the MuLan lesson its two towers with
-:func:`mulan_diagram` and the stages lesson its token layouts with :func:`stage_layouts_diagram`.
+highlighted. Lesson 01 draws a Transformer block with :func:`transformer_block_diagram` and its
+encoder–decoder with :func:`encoder_decoder_diagram`, lesson 02 the generation loop with
+:func:`autoregressive_loop_diagram`, lesson 03 a GAN's two training steps with
+:func:`gan_training_diagram` and lesson 04 the VAE with :func:`vae_diagram`; the codec lesson explains
+SoundStream with :func:`soundstream_diagram`, the w2v-BERT lesson its encoder with
+:func:`w2v_bert_diagram`, the MuLan lesson its two towers with :func:`mulan_diagram` and the stages
+lesson its token layouts with :func:`stage_layouts_diagram`.
 All are plain matplotlib (rounded boxes, arrows and labels; no graphviz, no image files), and every
 number in a label comes from an argument or from the papers, so a figure cannot quietly disagree with
 the code::
@@ -17,6 +21,8 @@ the code::
     mulan_diagram()                                            # the course's MuLan: 64-d, 4 × 256 tokens
     stage_layouts_diagram(musiclm.stage_layouts(config))       # lesson 08: what each stage reads
     musiclm_diagram(highlight="soundstream")                   # "... — this lesson: SoundStream"
+    transformer_block_diagram(cross_attention=True, n_heads=8) # a decoder block of lesson 01's model
+    autoregressive_loop_diagram(use_cache=False)               # lesson 02: the whole prefix every step
 
 Like :mod:`mlm_lessons.viz`, each function draws on an ``ax`` it is given (or on a new figure) and
 returns the ``Axes``; nothing calls ``plt.show()``. On its own figure one data unit is one inch, which
@@ -44,6 +50,9 @@ _PALETTE = {
     "w2v_bert": ("#dcefdc", "#2b8a4a"),
     "mulan": ("#ebe0f3", "#7a3fa0"),
     "stages": ("#fde3c8", "#d0650c"),
+    "model": ("#e4e7f6", "#3b4ba0"),  # a generic network: MLPs, generators, VAE encoders and decoders
+    "norm": ("#f7f0d0", "#94780c"),
+    "latent": ("#f6e0ee", "#a3366f"),
 }
 _GREYED = ("#f4f4f4", "#cdcdcd", "#a3a3a3")  # face, edge, text of the parts a lesson is not about
 _INK = "#262626"
@@ -363,16 +372,16 @@ def _vectors(ax, center, part):
                                linewidth=0.9))
 
 
-def _logits(ax, center):
-    """A score per target code, drawn as a small bar chart over its name."""
+def _logits(ax, center, part="w2v_bert", label="logits over\ntarget codes"):
+    """A score per token, drawn as a small bar chart (in ``part``'s colours) over ``label``."""
     x, y = center
-    tint, shade = _PALETTE["w2v_bert"]
+    tint, shade = _PALETTE[part]
     heights = (0.15, 0.3, 0.55, 0.2, 0.1, 0.35, 0.12)
     for index, bar in enumerate(heights):
         ax.add_patch(Rectangle((x - 0.42 + index * 0.12, y - 0.05), 0.09, bar, facecolor=tint, edgecolor=shade,
                                linewidth=0.9))
     ax.plot([x - 0.47, x + 0.45], [y - 0.05, y - 0.05], color=shade, linewidth=0.9)
-    _text_block(ax, (x, y - 0.42), "", "logits over\ntarget codes", _INK)
+    _text_block(ax, (x, y - 0.42), "", label, _INK)
 
 
 def _code_ids(ax, center):
@@ -524,11 +533,15 @@ def _legend_swatch(ax, xy, color, text):
 
 # What each lesson highlights in the big picture: the part (a key of _PALETTE) and its name in the title.
 _LESSON_PARTS = {
+    "audio": ("audio", "audio as data, the clips in and the waveform out"),
+    "attention": ("stages", "attention, inside the three stage transformers"),  # built in lessons 01–02
+    "autoregressive": ("stages", "next-token prediction, in the three stages"),
+    "gan": ("soundstream", "adversarial training, which made SoundStream's decoder"),
+    "vae": ("soundstream", "the autoencoder inside SoundStream"),
     "soundstream": ("soundstream", "SoundStream"),
     "w2v_bert": ("w2v_bert", "w2v-BERT"),
     "mulan": ("mulan", "MuLan"),
     "stages": ("stages", "the three stages"),
-    "attention": ("stages", "attention, inside the three stage transformers"),  # built in lessons 01–02
 }
 
 
@@ -541,9 +554,13 @@ def musiclm_diagram(highlight: str | None = None, ax=None):
     ``A``, and decodes ``A`` with SoundStream.
 
     Args:
-        highlight: the part a lesson is about, drawn in a strong colour with the rest greyed:
-            ``"soundstream"``, ``"w2v_bert"``, ``"mulan"``, ``"stages"`` or ``"attention"`` (the
-            stage transformers, built from attention); ``None`` colours every part.
+        highlight: the part a lesson is about, drawn in a strong colour with the rest greyed, in
+            the order of the lessons: ``"audio"`` (lesson 00: the clips in training, the text and the
+            waveform in inference), ``"attention"`` (01) and ``"autoregressive"`` (02) (the stage
+            transformers, built from attention and trained on next-token prediction), ``"gan"`` (03)
+            and ``"vae"`` (04) (SoundStream, an autoencoder whose decoder adversarial training
+            sharpened), ``"soundstream"``, ``"w2v_bert"``, ``"mulan"``, ``"stages"``; ``None``
+            colours every part.
 
     Raises:
         ValueError: for any other ``highlight``.
@@ -733,6 +750,387 @@ def stage_layouts_diagram(layouts: dict, semantic_frames: int = 3, ax=None):
         ax.text(x + 0.15, y + cell / 2, f"reads {reads} (its prefix)\npredicts {predicts} {layout.target_kind}, "
                 "one at a time", fontsize=_DETAIL_SIZE, va="center", color=_INK)
     return ax
+
+
+def transformer_block_diagram(ax=None, causal: bool = True, cross_attention: bool = False, n_heads: int = 4):
+    """One block of the course's Transformer, as :class:`mlm_lessons.transformer.Block` builds it.
+
+    The residual stream ``x`` rises from the input at the bottom; each sub-layer reads a LayerNorm of it
+    and adds its output back (pre-norm, Xiong et al., 2020): ``x + self-attention(LN(x))``, causal (with
+    its mask drawn) in a decoder and bidirectional in an encoder; then, with ``cross_attention``,
+    ``x + cross-attention(LN(x), encoder output)``, the keys and values coming in from the side; then
+    ``x + MLP(LN(x))``, a GELU MLP. Each attention box shows its ``n_heads`` heads side by side (``gid``
+    ``"self-attention head i"`` or ``"cross-attention head i"``).
+
+    Raises:
+        ValueError: when ``n_heads`` is below 1.
+    """
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be at least 1, got {n_heads}")
+    heads = f"{n_heads} head{'s' * (n_heads > 1)}: " + r"$\mathrm{softmax}(QK^{\top}/\sqrt{d_{head}})\,V$"
+    sublayers = [("self-attention", "causal multi-head\nself-attention" if causal else "multi-head\nself-attention",
+                  f"{heads}\nconcatenated → out projection → dropout")]
+    if cross_attention:
+        sublayers.append(("cross-attention", "multi-head\ncross-attention",
+                          f"{heads}\nqueries from x, keys and values\nfrom the encoder output"))
+    sublayers.append(("MLP", "MLP", "Linear d_model → d_ff, GELU,\nLinear d_ff → d_model, dropout\n"
+                                    "(d_ff = 4 × d_model by default)"))
+    pitch, first = 1.9, 1.6  # the vertical distance between sub-layers; the height of the first
+    top = first + pitch * (len(sublayers) - 1) + 0.95  # the last residual add
+    ax = _canvas(ax, 9.5, top + 1.35, "One Transformer block, pre-norm (transformer.Block)")
+    stream, norm_x, layer_x, layer_width = 1.35, 2.75, 5.45, 3.0
+
+    _text_block(ax, (stream, 0.42), "input x", "(batch, time, d_model)", _INK)
+    below = 0.62  # where the stream enters the next sub-layer
+    for index, (kind, title, detail) in enumerate(sublayers):
+        y = first + pitch * index
+        add = y + 0.95
+        # The stream runs straight up to the add: the residual path, untouched by the sub-layer.
+        _arrow(ax, (stream, below), (stream, add - 0.17))
+        ax.add_patch(Circle((stream, y), 0.045, facecolor=_ARROW, edgecolor=_ARROW))
+        _arrow(ax, (stream, y), (norm_x - 0.55, y))
+        _box(ax, (norm_x, y), (1.1, 0.55), "LayerNorm", colors=_colors("norm"), name=f"LayerNorm ({kind})")
+        _arrow(ax, (norm_x + 0.55, y), (layer_x - layer_width / 2, y))
+        attention = kind != "MLP"
+        _box(ax, (layer_x, y), (layer_width, 1.3), title, detail,
+             colors=_colors("stages" if attention else "model"), name=kind,
+             text_at=(layer_x, y - 0.15) if attention else None)
+        if attention:
+            _heads(ax, (layer_x, y + 0.43), layer_width - 0.4, n_heads, kind)
+        _arrow(ax, (layer_x, y + 0.65), (layer_x, add), (stream + 0.17, add))
+        ax.add_patch(Circle((stream, add), 0.17, facecolor="white", edgecolor=_ARROW, linewidth=1.3))
+        ax.text(stream, add, "+", fontsize=13, ha="center", va="center", color=_INK)
+        ax.text(stream - 0.27, add, "residual add", fontsize=_DETAIL_SIZE, ha="right", va="center", color=_INK)
+        below = add + 0.17
+        if kind == "self-attention":
+            _mask_icon(ax, (7.8, y + 0.2), causal)
+        elif kind == "cross-attention":
+            _arrow(ax, (9.35, y), (layer_x + layer_width / 2, y))
+            _on_line(ax, (8.4, y), "encoder output\n(keys, values)", _INK)
+    _arrow(ax, (stream, below), (stream, top + 0.6))
+    ax.text(stream + 0.15, top + 0.5, "to the next block (after the last one: a final LayerNorm)",
+            fontsize=_DETAIL_SIZE, va="center", color=_INK)
+    return ax
+
+
+def _heads(ax, center, width, n_heads, kind):
+    """The heads of an attention box as a row of small cards, numbered when there is room."""
+    x, y = center
+    shade = _PALETTE["stages"][1]
+    pitch = width / n_heads
+    card = min(pitch * 0.85, 0.4)
+    for head in range(n_heads):
+        left = x - width / 2 + pitch * (head + 0.5)
+        ax.add_patch(Rectangle((left - card / 2, y - 0.1), card, 0.2, facecolor="white", edgecolor=shade,
+                               linewidth=0.9, gid=f"{kind} head {head + 1}"))
+        if pitch >= 0.3:
+            ax.text(left, y, f"h{head + 1}", fontsize=8, ha="center", va="center", color=_INK)
+
+
+def _mask_icon(ax, center, causal):
+    """A small attention mask (queries down, keys across), lower-triangular when ``causal``, with its rule."""
+    x, y = center
+    tint, shade = _PALETTE["stages"]
+    size, cell = 5, 0.12
+    left, bottom = x - size * cell / 2, y - size * cell / 2
+    for query in range(size):
+        for key in range(size):
+            allowed = key <= query or not causal
+            ax.add_patch(Rectangle((left + key * cell, bottom + (size - 1 - query) * cell), cell, cell,
+                                   facecolor=shade if allowed else "white", edgecolor=tint, linewidth=0.6))
+    ax.add_patch(Rectangle((left, bottom), size * cell, size * cell, facecolor="none", edgecolor=shade,
+                           linewidth=1, gid="causal mask" if causal else "no mask"))
+    rule = "causal mask:\nposition t sees\npositions ≤ t" if causal else "no mask: every\nposition sees\nevery other"
+    _text_block(ax, (x, bottom - 0.3), "", rule, _INK)
+
+
+def encoder_decoder_diagram(ax=None, n_layers: int = 2):
+    """The encoder–decoder Transformer of lesson 01, as :class:`mlm_lessons.transformer.Seq2SeqTransformer`
+    builds it (Vaswani et al., 2017, pre-norm).
+
+    Left, bottom to top: source tokens -> embedding + sinusoidal positions -> ``n_layers`` encoder blocks
+    (bidirectional self-attention, padding mask only) -> final LayerNorm -> the encoder output. Right: the
+    target shifted right (``<bos>`` first) -> its own embedding + positions -> ``n_layers`` decoder blocks
+    (causal self-attention, cross-attention, MLP) -> final LayerNorm -> linear head -> next-token logits.
+    The encoder's final output feeds the cross-attention of every decoder block. Blocks have the ``gid``
+    ``"encoder block i"`` and ``"decoder block i"``.
+
+    Raises:
+        ValueError: when ``n_layers`` is below 1.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+    pitch, first = 0.9, 3.05  # the height of a level, and of the first block
+    final = first + n_layers * pitch
+    ax = _canvas(ax, 11.5, final + 2.75, "The encoder–decoder Transformer (transformer.Seq2SeqTransformer)")
+    encoder_x, decoder_x, width, bus = 2.7, 8.5, 2.7, 5.6
+    grey, model, stack = _colors("audio"), _colors("model"), _colors("stages")
+    blocks = [first + pitch * index for index in range(n_layers)]
+
+    def column(x, boxes):
+        """Boxes (title, detail, y, height, colours, name) up a column, each feeding the one above."""
+        for (title, detail, y, height, colors, name), above in zip(boxes, [*boxes[1:], None]):
+            _box(ax, (x, y), (width, height), title, detail, colors=colors, name=name)
+            if above:
+                _arrow(ax, (x, y + height / 2), (x, above[2] - above[3] / 2))
+
+    column(encoder_x, [
+        ("source tokens", "instruction + melody\n<up 3>  E4  d1  G4  d1 …", 0.95, 0.75, grey, None),
+        ("token embedding", "+ sinusoidal positions", 2.0, 0.6, model, "token embedding (encoder)"),
+        *[(f"encoder block {index + 1}", "self-attention (padding mask\nonly, sees everything) → MLP", y, 0.7,
+           stack, None) for index, y in enumerate(blocks)],
+        ("final LayerNorm", "", final, 0.45, _colors("norm"), "final LayerNorm (encoder)"),
+        ("encoder output", "(source_len × d_model)", final + pitch, 0.6, model, None),
+    ])
+    column(decoder_x, [
+        ("target, shifted right", "<bos>  G4  d1  Bb4  d1 …", 0.95, 0.75, grey, None),
+        ("token embedding", "+ sinusoidal positions", 2.0, 0.6, model, "token embedding (decoder)"),
+        *[(f"decoder block {index + 1}", "causal self-attention →\ncross-attention → MLP", y, 0.7, stack, None)
+          for index, y in enumerate(blocks)],
+        ("final LayerNorm", "", final, 0.45, _colors("norm"), "final LayerNorm (decoder)"),
+        ("linear head", "d_model → vocabulary, tied\nto the token embedding", final + pitch, 0.6, model, None),
+        ("next-token logits", "position t predicts token t + 1", final + 2 * pitch, 0.6, grey, None),
+    ])
+    # The encoder's final output, and nothing earlier, is the memory every decoder block reads.
+    _arrow(ax, (encoder_x + width / 2, final + pitch), (bus, final + pitch), (bus, blocks[0]),
+           (decoder_x - width / 2, blocks[0]))
+    for y in blocks[1:]:
+        _arrow(ax, (bus, y), (decoder_x - width / 2, y))
+    _on_line(ax, (bus, final), "keys and values\nfor the cross-attention\nof every decoder block", _INK)
+    for x, name, side in ((encoder_x, "encoder", -1), (decoder_x, "decoder", 1)):
+        ax.add_patch(FancyBboxPatch((x - width / 2 - 0.12, first - 0.45), width + 0.24, n_layers * pitch,
+                                    boxstyle="round,pad=0,rounding_size=0.12", facecolor="none",
+                                    edgecolor="#9a9a9a", linestyle=(0, (4, 3)), linewidth=1))
+        _text_block(ax, (x + side * (width / 2 + 0.75), first - 0.45 + n_layers * pitch / 2), name,
+                    f"{n_layers} block{'s' * (n_layers > 1)}", _INK)
+    ax.text(0.2, 0.22, "training: teacher forcing, every target position in one pass;  "
+            "generating: one token at a time, from <bos> (lesson 02)", fontsize=_DETAIL_SIZE, style="italic",
+            color="#777777", va="center")
+    return ax
+
+
+def autoregressive_loop_diagram(ax=None, use_cache: bool = True):
+    """The generation loop of lesson 02, as :meth:`mlm_lessons.transformer.TransformerLM.generate` runs it.
+
+    The sequence so far (prompt, then the tokens generated) -> the decoder-only model -> the logits of the
+    last position -> temperature, top-k and top-p -> one sampled token, appended to the sequence; and round
+    again. With ``use_cache`` a KV cache above the model holds every layer's keys and values of the past
+    positions: each step writes the new position's and reads all of them, so only the new token goes
+    through the model. Without it, the whole sequence goes through the model again at every step. The
+    cost of a step is written beside.
+    """
+    title = "Generating one token at a time" + (", with a KV cache" if use_cache else ", without a cache")
+    ax = _canvas(ax, 12.8, 5.0, title)
+    row, loop = 2.0, 0.55
+    stages = _colors("stages")
+
+    # The sequence so far: the prompt, then what has been generated.
+    _box(ax, (1.6, row), (2.4, 1.0), "sequence so far", "", colors=("white", _ARROW, _INK),
+         text_at=(1.6, row + 0.25))
+    for index in range(5):
+        part = "audio" if index < 3 else "stages"
+        ax.add_patch(Rectangle((0.75 + index * 0.34, row - 0.3), 0.3, 0.3, facecolor=_PALETTE[part][0],
+                               edgecolor=_PALETTE[part][1], linewidth=0.9, gid="prompt token" if index < 3
+                               else "generated token"))
+        ax.text(0.9 + index * 0.34, row - 0.15, f"$x_{index + 1}$", fontsize=8, ha="center", va="center",
+                color=_INK)
+    ax.text(2.52, row - 0.15, "…", fontsize=_DETAIL_SIZE, ha="center", va="center", color=_INK)
+    _arrow(ax, (2.8, row), (3.6, row))
+    _on_line(ax, (3.2, row + 0.3), "step 1:\nthe prompt" if use_cache else "every step:\nall t tokens", _INK)
+    _box(ax, (4.6, row), (2.0, 1.3), "decoder-only\nTransformer", "causal blocks, final\nLayerNorm, linear head",
+         colors=stages)
+    _arrow(ax, (5.6, row), (6.45, row))
+    _logits(ax, (7.0, row), part="stages", label="logits for the\nlast position")
+    _arrow(ax, (7.55, row), (8.2, row))
+    _box(ax, (9.2, row), (2.0, 1.3), "temperature τ,\ntop-k, top-p",
+         "divide by τ; keep the k\nlikeliest, or the fewest\nwith probability ≥ p", colors=_colors("model"))
+    _arrow(ax, (10.2, row), (10.85, row))
+    _box(ax, (11.65, row), (1.6, 1.0), "sample", "one token\n(τ = 0: argmax)", colors=_colors("model"))
+
+    # Round again: the sampled token joins the sequence...
+    _arrow(ax, (11.65, row - 0.5), (11.65, loop), (1.6, loop), (1.6, row - 0.5))
+    _on_line(ax, (8.3, loop), "append the sampled token, and repeat", _INK)
+    if use_cache:
+        # ...and, with a cache, it is all the model needs to see: the past lives in the cache.
+        _arrow(ax, (4.6, loop), (4.6, row - 0.65))
+        _on_line(ax, (4.6, (loop + row - 0.65) / 2), "only the new token", _INK)
+        cache = row + 1.85
+        _kv_cache(ax, (4.6, cache))
+        _arrow(ax, (4.15, row + 0.65), (4.15, cache - 0.55))
+        ax.text(4.05, row + 1.0, "write the new\nposition's k, v", fontsize=_DETAIL_SIZE, ha="right", va="center",
+                color=_INK, linespacing=1.15)
+        _arrow(ax, (5.05, cache - 0.55), (5.05, row + 0.65))
+        ax.text(5.15, row + 1.0, "read the k, v of\nall t positions", fontsize=_DETAIL_SIZE, va="center",
+                color=_INK, linespacing=1.15)
+        cost = "1 new position through every layer,\nattending to the t cached ones:\none row of attention"
+    else:
+        cost = "the whole prefix of t positions\nthrough every layer, again:\nt rows of attention, recomputed"
+    _text_block(ax, (9.8, row + 1.85), "each step, at length t", cost, _INK)
+    return ax
+
+
+def _kv_cache(ax, center):
+    """The KV cache: a row of keys and a row of values, one column per past position (the newest strong)."""
+    x, y = center
+    tint, shade = _PALETTE["stages"]
+    _box(ax, center, (3.0, 1.1), "KV cache", "every layer's keys and values", colors=("white", shade, _INK),
+         text_at=(x, y + 0.25))
+    columns, cell = 6, 0.22
+    for row, name in enumerate(("K", "V")):
+        bottom = y - 0.2 - row * cell
+        ax.text(x - columns * cell / 2 - 0.1, bottom + cell / 2, name, fontsize=8, ha="right", va="center",
+                color=_INK)
+        for column in range(columns):
+            newest = column == columns - 1
+            ax.add_patch(Rectangle((x - columns * cell / 2 + column * cell, bottom), cell, cell,
+                                   facecolor=shade if newest else tint, edgecolor=shade, linewidth=0.8))
+
+
+def gan_training_diagram(ax=None):
+    """One training step of a GAN, as :func:`mlm_lessons.gan.gan_objectives` takes it: two steps in turn.
+
+    Top, "1. discriminator step": noise ``z`` -> generator ``G`` (under ``torch.no_grad()``, so the fake
+    ``G(z)`` is a constant) and real ``x`` from the data -> discriminator ``D`` -> logits on both -> D's loss,
+    whose gradients update ``D`` only. Bottom, "2. generator step": ``z`` -> ``G`` -> ``D`` -> G's loss on
+    ``D(G(z))``, whose gradient flows back through ``D`` (frozen: its optimiser does not step) into ``G``.
+    In each panel the network that learns is drawn strong, the other grey, and the gradient path dashed
+    in the learner's colour.
+    """
+    ax = _canvas(ax, 13.5, 6.6, "Training a GAN: two steps in turn (gan.gan_objectives)")
+    generator, discriminator = _PALETTE["model"][1], _PALETTE["discriminator"][1]
+    loss_colors = ("white", _LOSS, _LOSS)
+
+    def panel(bottom, name, learner):
+        ax.add_patch(FancyBboxPatch((0.15, bottom), 13.2, 2.75, boxstyle="round,pad=0,rounding_size=0.15",
+                                    facecolor="#fafafa", edgecolor="#e2e2e2", linewidth=1, gid=name))
+        ax.text(0.35, bottom + 2.5, name, fontsize=11, fontweight="bold", color=learner, va="center")
+
+    def backward(*points, color):
+        _arrow(ax, *points, color=color, linestyle=(0, (4, 3)))
+
+    # 1. D learns to tell real from fake; the fake is made without a graph, so nothing reaches G.
+    panel(3.3, "1. discriminator step", discriminator)
+    row = 4.85
+    _box(ax, (1.05, row), (1.3, 0.75), "noise z", "~ N(0, I)", colors=_colors("audio"), name="noise z (step 1)")
+    _arrow(ax, (1.7, row), (2.15, row))
+    _box(ax, (2.95, row), (1.6, 0.9), "generator G", "under no_grad:\nnot updated", colors=_GREYED,
+         name="generator G (step 1)")
+    _arrow(ax, (3.75, row), (4.1, row))
+    _box(ax, (4.85, row), (1.5, 0.75), r"fake $\tilde{x} = G(z)$", "no graph: a constant", colors=_colors("audio"),
+         name="fake (step 1)")
+    _box(ax, (4.85, 3.85), (1.5, 0.65), "real x", "from the data", colors=_colors("audio"))
+    _arrow(ax, (5.6, row), (6.25, row))
+    _arrow(ax, (5.6, 3.85), (7.15, 3.85), (7.15, 4.3))
+    _box(ax, (7.15, row), (1.8, 1.1), "discriminator D", "updated", colors=_colors("discriminator", "discriminator"),
+         name="discriminator D (step 1)")
+    _arrow(ax, (8.05, row + 0.12), (8.7, row + 0.12))
+    backward((8.7, row - 0.18), (8.05, row - 0.18), color=discriminator)
+    _box(ax, (9.45, row), (1.5, 0.75), r"$D(x),\ D(\tilde{x})$", "logits", colors=_colors("audio"),
+         name="logits (step 1)")
+    _arrow(ax, (10.2, row + 0.12), (10.65, row + 0.12))
+    backward((10.65, row - 0.18), (10.2, row - 0.18), color=discriminator)
+    _box(ax, (11.95, row), (2.6, 1.1), "D's loss", "hinge: max(0, 1 − D(x))\n" + r"+ max(0, 1 + D($\tilde{x}$))",
+         colors=loss_colors)
+    ax.text(9.45, 3.75, "- - ▸ gradients: only D's weights are updated", fontsize=_DETAIL_SIZE, color=discriminator,
+            ha="center", va="center")
+
+    # 2. G learns to fool D: the gradient passes through D, whose weights stay as they are.
+    panel(0.3, "2. generator step", generator)
+    row = 1.65
+    _box(ax, (1.05, row), (1.3, 0.75), "noise z", "~ N(0, I)", colors=_colors("audio"), name="noise z (step 2)")
+    _arrow(ax, (1.7, row), (2.15, row))
+    _box(ax, (2.95, row), (1.6, 0.9), "generator G", "updated", colors=_colors("model", "model"),
+         name="generator G (step 2)")
+    for left, right in ((3.75, 4.1), (5.6, 6.25), (8.05, 8.7), (10.2, 10.65)):
+        _arrow(ax, (left, row + 0.12), (right, row + 0.12))
+        backward((right, row - 0.18), (left, row - 0.18), color=generator)
+    _box(ax, (4.85, row), (1.5, 0.75), r"fake $\tilde{x} = G(z)$", "keeps its graph", colors=_colors("audio"),
+         name="fake (step 2)")
+    _box(ax, (7.15, row), (1.8, 1.1), "discriminator D", "frozen: not updated", colors=_GREYED,
+         name="discriminator D (step 2)")
+    _box(ax, (9.45, row), (1.5, 0.75), r"$D(G(z))$", "logits", colors=_colors("audio"), name="logits (step 2)")
+    _box(ax, (11.95, row), (2.6, 1.1), "G's loss", r"hinge: $-D(G(z))$" + "\nno real data needed",
+         colors=loss_colors)
+    ax.text(6.6, 0.6, "- - ▸ gradient: flows back through D and the fake into G; only G's weights are updated",
+            fontsize=_DETAIL_SIZE, color=generator, ha="center", va="center")
+    return ax
+
+
+def vae_diagram(ax=None, latent_dim: int = 8):
+    """The variational autoencoder of lesson 04, as :class:`mlm_lessons.vae.ConvVAE` builds and trains it.
+
+    A log-mel patch ``x`` -> encoder -> ``μ`` and ``log σ²`` (``latent_dim`` numbers each; ``gid`` ``"μ"``
+    and ``"log σ²"``, one cell per number) -> ``z = μ + σ ⊙ ε``, with ``ε ~ N(0, I)`` drawn from outside
+    (the reparameterisation: the gradient flows back through ``μ`` and ``σ``, never through the draw of
+    ``ε``) -> decoder -> ``x̂``. The two loss terms: reconstruction ``‖x − x̂‖² / (2σ_x²)`` (``σ_x`` the
+    decoder's fixed ``decoder_std``) and ``β · KL(q(z|x) ‖ N(0, I))`` in closed form; their sum is the
+    negative ELBO (at ``β = 1``, up to a constant).
+
+    Raises:
+        ValueError: when ``latent_dim`` is below 1.
+    """
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    ax = _canvas(ax, 14, 6.0, "A variational autoencoder (vae.ConvVAE): the reparameterisation and the ELBO")
+    row, split = 3.4, 3.95  # the height of the data path; where the encoder's output splits in two
+    model, latent = _colors("model"), _PALETTE["latent"][1]
+
+    _log_mel(ax, (0.8, row), detail="x: a patch", width=1.2, part="model")
+    _arrow(ax, (1.4, row), (1.85, row))
+    _box(ax, (2.7, row), (1.7, 1.3), "encoder", f"strided convs (SiLU),\nlinear to 2 × {latent_dim}",
+         colors=model)
+    for y, name in ((row + 0.75, "μ"), (row - 0.75, "log σ²")):
+        _arrow(ax, (3.55, row), (split, row), (split, y), (4.3, y))
+        _vector(ax, (4.8, y), latent_dim, name)
+    _text_block(ax, (4.8, row + 1.1), "", f"μ: {latent_dim} numbers", _INK)
+    _text_block(ax, (4.8, row - 1.1), "", f"log σ²: {latent_dim} numbers", _INK)
+
+    # The reparameterisation: z is a sum the gradient can pass through; the randomness enters as an input.
+    _arrow(ax, (5.3, row + 0.75), (6.6, row + 0.75), (6.6, row + 0.45))
+    _arrow(ax, (5.3, row - 0.75), (6.6, row - 0.75), (6.6, row - 0.45))
+    ax.text(5.5, row - 0.97, "σ = exp(½ log σ²)", fontsize=_DETAIL_SIZE, va="center", color=_INK)
+    _box(ax, (7.0, row), (1.8, 0.9), r"$z = \mu + \sigma \odot \varepsilon$", "reparameterisation",
+         colors=_colors("latent"), name="reparameterisation")
+    for y in (row + 0.6, row - 0.6):
+        _arrow(ax, (6.1, row + 0.2 * np.sign(y - row)), (5.45, y), color=latent, linestyle=(0, (4, 3)))
+    _text_block(ax, (4.8, row), "", "gradient flows\nback through μ and σ", latent)
+    _vector(ax, (7.4, 1.75), latent_dim, "ε")
+    _arrow(ax, (7.4, 1.95), (7.4, row - 0.45))
+    _text_block(ax, (7.4, 1.35), "", r"$\varepsilon \sim \mathcal{N}(0, I)$", _INK)
+    ax.text(7.95, 1.75, "drawn from outside, an input like x:\nno gradient flows through the draw",
+            fontsize=_DETAIL_SIZE, va="center", color=latent, linespacing=1.15)
+    _arrow(ax, (7.9, row), (8.3, row))
+    _vector(ax, (8.8, row), latent_dim, "z")
+    _text_block(ax, (8.8, row - 0.35), "", "z", _INK)
+    _arrow(ax, (9.3, row), (9.75, row))
+    _box(ax, (10.6, row), (1.7, 1.3), "decoder", "linear, then\ntransposed convs", colors=model)
+    _arrow(ax, (11.45, row), (11.9, row))
+    _log_mel(ax, (12.6, row), detail=r"$\hat{x}$: the mean", width=1.2, part="model")
+
+    # The two terms of the loss.
+    _arrow(ax, (0.8, row + 0.6), (0.8, 5.05), (12.6, 5.05), (12.6, row + 0.6), color=_LOSS, style="<|-|>",
+           linestyle=(0, (4, 3)))
+    _on_line(ax, (6.7, 5.05), r"reconstruction: $\|x - \hat{x}\|^2 / (2\sigma_x^2)$, with $\sigma_x$ the "
+             "decoder's fixed std (decoder_std)", _LOSS)
+    _arrow(ax, (split, row - 0.75), (split, 1.35), color=_LOSS, linestyle=(0, (4, 3)))
+    _box(ax, (3.1, 0.9), (3.4, 0.9), "β · KL(q(z|x) ‖ N(0, I))",
+         f"= β/2 · Σ (σ² + μ² − 1 − log σ²), summed\nover the {latent_dim} dimensions: exact, no sampling",
+         colors=("white", _LOSS, _LOSS), name="KL")
+    _text_block(ax, (11.0, 1.0), "loss = reconstruction + β · KL",
+                "the negative ELBO (at β = 1, up to a constant),\nminimised over encoder and decoder together",
+                _LOSS)
+    return ax
+
+
+def _vector(ax, center, size, name):
+    """``size`` numbers as a row of cells, one inch long whatever ``size`` (``gid`` ``name``), in the latent's
+    colours."""
+    x, y = center
+    tint, shade = _PALETTE["latent"]
+    cell = 1.0 / size
+    for index in range(size):
+        ax.add_patch(Rectangle((x - 0.5 + index * cell, y - 0.14), cell, 0.28, facecolor=tint, edgecolor=shade,
+                               linewidth=0.8 if size <= 32 else 0.3, gid=name))
 
 
 def _band(ax, bottom, top, label):

@@ -41,6 +41,14 @@ def layers(ax):
     return [patch for patch in ax.patches if (patch.get_gid() or "").startswith("layer ")]
 
 
+def count(ax, gid):
+    return sum(patch.get_gid() == gid for patch in ax.patches)
+
+
+def face(ax, name):
+    return to_rgba(box(ax, name).get_facecolor())
+
+
 def similarity_cells(ax):
     return {patch.get_gid(): patch for patch in ax.patches
             if (patch.get_gid() or "").startswith("similarity ")}
@@ -172,11 +180,12 @@ def test_mulan_diagram_rejects_an_empty_model(arguments, message):
 
 
 def test_diagrams_draw_on_the_axes_they_are_given():
-    _, axes = plt.subplots(1, 4)
-    assert diagrams.soundstream_diagram(ax=axes[0]) is axes[0]
-    assert diagrams.musiclm_diagram(ax=axes[1]) is axes[1]
-    assert diagrams.w2v_bert_diagram(ax=axes[2]) is axes[2]
-    assert diagrams.mulan_diagram(ax=axes[3]) is axes[3]
+    draws = [diagrams.soundstream_diagram, diagrams.musiclm_diagram, diagrams.w2v_bert_diagram,
+             diagrams.mulan_diagram, diagrams.transformer_block_diagram, diagrams.encoder_decoder_diagram,
+             diagrams.autoregressive_loop_diagram, diagrams.gan_training_diagram, diagrams.vae_diagram]
+    _, axes = plt.subplots(1, len(draws))
+    for draw, ax in zip(draws, axes):
+        assert draw(ax=ax) is ax
 
 
 @pytest.mark.parametrize("draw", [
@@ -192,8 +201,22 @@ def test_diagrams_draw_on_the_axes_they_are_given():
     lambda: diagrams.mulan_diagram(**PAPER_MULAN),
     lambda: diagrams.mulan_diagram(audio_channels=(64, 128, 256, 512, 1024, 2048), text_layers=12,
                                    embed_dim=128, token_levels=12, codebook_size=1024),
+    *[lambda highlight=highlight: diagrams.musiclm_diagram(highlight=highlight)
+      for highlight in ("audio", "autoregressive", "gan", "vae")],
+    diagrams.transformer_block_diagram,
+    lambda: diagrams.transformer_block_diagram(causal=False, cross_attention=True, n_heads=16),
+    diagrams.encoder_decoder_diagram,
+    lambda: diagrams.encoder_decoder_diagram(n_layers=1),
+    lambda: diagrams.encoder_decoder_diagram(n_layers=6),
+    diagrams.autoregressive_loop_diagram,
+    lambda: diagrams.autoregressive_loop_diagram(use_cache=False),
+    diagrams.gan_training_diagram,
+    diagrams.vae_diagram,
+    lambda: diagrams.vae_diagram(latent_dim=128),
 ], ids=["soundstream", "soundstream-paper", "musiclm", "musiclm-attention", "w2v-bert", "w2v-bert-paper",
-        "w2v-bert-layer-0", "w2v-bert-layer-1", "mulan", "mulan-paper", "mulan-resnet-50-like"])
+        "w2v-bert-layer-0", "w2v-bert-layer-1", "mulan", "mulan-paper", "mulan-resnet-50-like", "musiclm-audio",
+        "musiclm-autoregressive", "musiclm-gan", "musiclm-vae", "block", "block-cross-16-heads", "encoder-decoder",
+        "encoder-decoder-1", "encoder-decoder-6", "loop-cache", "loop-no-cache", "gan", "vae", "vae-128"])
 def test_text_is_large_enough_inside_the_figure_and_never_overlaps(draw):
     ax = draw()
     figure = ax.figure
@@ -225,16 +248,13 @@ def test_highlight_puts_the_lesson_in_strong_colour_and_greys_the_rest():
     lesson = diagrams.musiclm_diagram(highlight="soundstream")
     assert lesson.get_title() == "MusicLM in one picture — this lesson: SoundStream"
 
-    def face(ax, name):
-        return to_rgba(box(ax, name).get_facecolor())
-
     assert face(lesson, "SoundStream encoder") != face(plain, "SoundStream encoder")
     assert face(lesson, "SoundStream decoder") == face(lesson, "SoundStream encoder")
     assert face(lesson, "MuLan audio tower") != face(plain, "MuLan audio tower")
     assert face(lesson, "MuLan audio tower") == face(lesson, "w2v-BERT")  # both greyed
 
 
-@pytest.mark.parametrize("highlight", ["stages", "attention"])
+@pytest.mark.parametrize("highlight", ["stages", "attention", "autoregressive"])
 def test_stages_and_attention_highlight_the_three_stage_transformers(highlight):
     plain = diagrams.musiclm_diagram()
     lesson = diagrams.musiclm_diagram(highlight=highlight)
@@ -248,8 +268,157 @@ def test_stages_and_attention_highlight_the_three_stage_transformers(highlight):
 def test_unknown_highlight_lists_the_valid_names():
     with pytest.raises(ValueError) as error:
         diagrams.musiclm_diagram(highlight="vocoder")
-    for name in ("soundstream", "w2v_bert", "mulan", "stages", "attention"):
+    for name in ("audio", "attention", "autoregressive", "gan", "vae", "soundstream", "w2v_bert", "mulan",
+                 "stages"):
         assert repr(name) in str(error.value)
+
+
+def test_audio_highlight_puts_the_clips_in_and_the_waveform_out_in_strong_colour():
+    lesson = diagrams.musiclm_diagram(highlight="audio")
+    assert lesson.get_title() == ("MusicLM in one picture — this lesson: audio as data, the clips in and the "
+                                  "waveform out")
+    strong = to_rgba(diagrams._PALETTE["audio"][1])
+    for name in ("audio", "text", "waveform"):
+        assert face(lesson, name) == strong
+    for name in ("SoundStream encoder", "MuLan audio tower", "semantic stage", "SoundStream decoder"):
+        assert face(lesson, name) == to_rgba(diagrams._GREYED[0])
+
+
+@pytest.mark.parametrize("highlight, title", [
+    ("gan", "adversarial training, which made SoundStream's decoder"),
+    ("vae", "the autoencoder inside SoundStream"),
+])
+def test_gan_and_vae_highlight_soundstream(highlight, title):
+    lesson = diagrams.musiclm_diagram(highlight=highlight)
+    assert lesson.get_title() == f"MusicLM in one picture — this lesson: {title}"
+    strong = to_rgba(diagrams._PALETTE["soundstream"][1])
+    for name in ("SoundStream encoder", "SoundStream decoder"):
+        assert face(lesson, name) == strong
+    for name in ("MuLan audio tower", "semantic stage", "waveform"):
+        assert face(lesson, name) == to_rgba(diagrams._GREYED[0])
+
+
+def test_transformer_block_diagram_draws_the_pre_norm_block_of_the_package():
+    ax = diagrams.transformer_block_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("input x", "(batch, time, d_model)", "causal multi-head\nself-attention", "4 heads: ", "MLP",
+                  "Linear d_model → d_ff, GELU", "Linear d_ff → d_model, dropout", "(d_ff = 4 × d_model by default)",
+                  "out projection → dropout", "residual add", "causal mask:\nposition t sees\npositions ≤ t",
+                  "to the next block"):
+        assert label in labels
+    # Pre-norm: a LayerNorm in front of each sub-layer, none after the adds.
+    assert sorted(patch.get_gid() for patch in ax.patches if (patch.get_gid() or "").startswith("LayerNorm")) == [
+        "LayerNorm (MLP)", "LayerNorm (self-attention)"]
+    assert count(ax, "causal mask") == 1
+    assert [count(ax, f"self-attention head {head}") for head in range(1, 6)] == [1, 1, 1, 1, 0]
+    assert not [patch for patch in ax.patches if patch.get_gid() == "cross-attention"]
+    assert ax.get_title() == "One Transformer block, pre-norm (transformer.Block)"
+    assert not ax.axison
+
+
+def test_transformer_block_diagram_takes_its_options_from_the_arguments():
+    ax = diagrams.transformer_block_diagram(causal=False, cross_attention=True, n_heads=8)
+    labels = "\n".join(texts(ax))
+    for label in ("multi-head\nself-attention", "multi-head\ncross-attention", "8 heads: ",
+                  "encoder output\n(keys, values)", "no mask: every\nposition sees\nevery other"):
+        assert label in labels
+    assert "causal" not in labels
+    assert count(ax, "causal mask") == 0 and count(ax, "no mask") == 1
+    for kind in ("self-attention", "cross-attention"):
+        assert sum((patch.get_gid() or "").startswith(f"{kind} head ") for patch in ax.patches) == 8
+        box(ax, f"LayerNorm ({kind})")
+    assert "1 head: " in "\n".join(texts(diagrams.transformer_block_diagram(n_heads=1)))
+
+
+def test_transformer_block_diagram_rejects_a_block_without_heads():
+    with pytest.raises(ValueError, match="n_heads must be at least 1, got 0"):
+        diagrams.transformer_block_diagram(n_heads=0)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 5])
+def test_encoder_decoder_diagram_draws_n_layers_blocks_on_each_side(n_layers):
+    ax = diagrams.encoder_decoder_diagram(n_layers=n_layers)
+    gids = collections.Counter(patch.get_gid() for patch in ax.patches)
+    for side in ("encoder", "decoder"):
+        assert sum(gid.startswith(f"{side} block ") for gid in gids if gid) == n_layers
+        assert all(gids[f"{side} block {index}"] == 1 for index in range(1, n_layers + 1))
+    labels = "\n".join(texts(ax))
+    for label in ("source tokens", "<up 3>", "target, shifted right", "<bos>", "+ sinusoidal positions",
+                  "padding mask", "causal self-attention →\ncross-attention → MLP", "final LayerNorm",
+                  "encoder output", "linear head", "tied\nto the token embedding", "next-token logits",
+                  "keys and values\nfor the cross-attention\nof every decoder block", "teacher forcing",
+                  f"{n_layers} block{'s' * (n_layers > 1)}"):
+        assert label in labels
+
+
+def test_encoder_decoder_diagram_rejects_an_empty_stack():
+    with pytest.raises(ValueError, match="n_layers must be at least 1, got 0"):
+        diagrams.encoder_decoder_diagram(n_layers=0)
+
+
+def test_autoregressive_loop_diagram_with_a_cache_feeds_only_the_new_token():
+    ax = diagrams.autoregressive_loop_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("sequence so far", "decoder-only\nTransformer", "logits for the\nlast position",
+                  "temperature τ,\ntop-k, top-p", "sample", "append the sampled token, and repeat", "KV cache",
+                  "only the new token", "step 1:\nthe prompt", "write the new\nposition's k, v",
+                  "read the k, v of\nall t positions", "1 new position through every layer",
+                  "attending to the t cached ones"):
+        assert label in labels
+    assert ax.get_title() == "Generating one token at a time, with a KV cache"
+    box(ax, "KV cache")
+    assert count(ax, "prompt token") == 3 and count(ax, "generated token") == 2
+
+
+def test_autoregressive_loop_diagram_without_a_cache_reruns_the_whole_sequence():
+    ax = diagrams.autoregressive_loop_diagram(use_cache=False)
+    labels = "\n".join(texts(ax))
+    for label in ("every step:\nall t tokens", "the whole prefix of t positions\nthrough every layer, again"):
+        assert label in labels
+    for label in ("KV cache", "only the new token", "cached"):
+        assert label not in labels
+    assert count(ax, "KV cache") == 0
+    assert ax.get_title() == "Generating one token at a time, without a cache"
+
+
+def test_gan_training_diagram_updates_one_player_per_step():
+    ax = diagrams.gan_training_diagram()
+    labels = "\n".join(texts(ax))
+    for label in ("1. discriminator step", "2. generator step", "noise z", "under no_grad:\nnot updated",
+                  "no graph: a constant", "real x", "from the data", "keeps its graph", "frozen: not updated",
+                  "D's loss", "max(0, 1 − D(x))", "G's loss", "hinge: $-D(G(z))$",
+                  "only D's weights are updated", "flows back through D and the fake into G",
+                  "only G's weights are updated"):
+        assert label in labels
+    box(ax, "1. discriminator step")
+    box(ax, "2. generator step")
+    greyed = to_rgba(diagrams._GREYED[0])
+    # In each step the player that learns is strong; the other is grey.
+    assert face(ax, "discriminator D (step 1)") == to_rgba(diagrams._PALETTE["discriminator"][1])
+    assert face(ax, "generator G (step 1)") == greyed
+    assert face(ax, "generator G (step 2)") == to_rgba(diagrams._PALETTE["model"][1])
+    assert face(ax, "discriminator D (step 2)") == greyed
+    assert count(ax, "real x") == 1  # the generator step needs no real data
+
+
+@pytest.mark.parametrize("latent_dim", [3, 8, 64])
+def test_vae_diagram_draws_latent_dim_numbers_for_each_vector(latent_dim):
+    ax = diagrams.vae_diagram(latent_dim=latent_dim)
+    for name in ("μ", "log σ²", "z", "ε"):
+        assert count(ax, name) == latent_dim
+    labels = "\n".join(texts(ax))
+    for label in ("x: a patch", "encoder", f"linear to 2 × {latent_dim}", f"μ: {latent_dim} numbers",
+                  f"log σ²: {latent_dim} numbers", "σ = exp(½ log σ²)", r"$z = \mu + \sigma \odot \varepsilon$",
+                  "reparameterisation", "gradient flows\nback through μ and σ", r"$\varepsilon \sim \mathcal{N}(0, I)$",
+                  "no gradient flows through the draw", "decoder", r"$\hat{x}$", r"$\|x - \hat{x}\|^2 / (2\sigma_x^2)$",
+                  "β · KL(q(z|x) ‖ N(0, I))", f"over the {latent_dim} dimensions", "loss = reconstruction + β · KL",
+                  "the negative ELBO"):
+        assert label in labels
+
+
+def test_vae_diagram_rejects_an_empty_latent():
+    with pytest.raises(ValueError, match="latent_dim must be at least 1, got 0"):
+        diagrams.vae_diagram(latent_dim=0)
 
 
 def test_stage_layouts_diagram_draws_as_many_cells_as_each_stage_reads_and_predicts():
