@@ -3,7 +3,9 @@
 The notebooks in ``notebooks/`` are the *instructor* versions. Their exercises use nbgrader's
 own format: a solution cell (nbgrader metadata ``solution: true``) holding ``### BEGIN SOLUTION``
 / ``### END SOLUTION`` regions, followed by an autograded test cell (``grade: true``, ``points``,
-``grade_id``) whose ``### BEGIN HIDDEN TESTS`` region students never see. This module adds only
+``grade_id``) whose ``### BEGIN HIDDEN TESTS`` region students never see. A lesson may also hold
+nbgrader *manually graded answers*: markdown cells (``grade: true``, ``solution: true``, ``points``)
+whose instructor text is a model answer or marking guide. This module adds only
 what a course without a full nbgrader set-up (course directory, gradebook database, exchange)
 needs, and does it with nbgrader's own pieces:
 
@@ -18,7 +20,9 @@ needs, and does it with nbgrader's own pieces:
   without notebooks, audits the kernel before and after each test (:mod:`mlm_lessons.grading_guard`),
   and scores each test cell with nbgrader's own rule (:func:`nbgrader.utils.determine_grade`). A
   broken or tampering submission scores zero where it is broken, with the reason; it never stops
-  the grader. What this protects and what needs isolation: ``docs/instructors.md``.
+  the grader. Manually graded answers are not scored: the report lists each with its points and
+  the student's text, apart from the autograded total, for a person to grade. What this protects
+  and what needs isolation: ``docs/instructors.md``.
 
 Command line (see :func:`add_commands`)::
 
@@ -95,6 +99,15 @@ STUDENT_VERSION_PREPROCESSORS = (
     CheckCellMetadata,
 )
 
+ANSWER_PROMPT = ClearSolutions.text_stub.default_value
+"""What a manually graded answer holds in a student version ("YOUR ANSWER HERE", nbgrader's prompt)."""
+
+TO_GRADE_BY_HAND = "to grade by hand"
+"""The reason a report gives for a manually graded answer that awaits a person."""
+
+# nbgrader Validator's error for a solution cell left unchanged (a manually graded answer not given).
+_NO_RESPONSE = "You did not provide a response."
+
 # The execute reply nbclient reports for a cell it had to interrupt; its name marks a timeout.
 _TIMEOUT_ERROR_NAME = "CellTimeoutError"
 
@@ -110,8 +123,9 @@ class NotANotebookError(ValueError):
 def make_student_version(instructor: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The student version of an instructor notebook (the input is not modified).
 
-    Solution regions become ``raise NotImplementedError()`` stubs, hidden tests and outputs are
-    removed, test cells are locked, and nbgrader checksums are recorded so that
+    Solution regions become ``raise NotImplementedError()`` stubs, a manually graded answer's
+    text (the model answer) becomes nbgrader's prompt :data:`ANSWER_PROMPT`, hidden tests and
+    outputs are removed, test cells are locked, and nbgrader checksums are recorded so that
     ``nbgrader validate`` can tell when a student edited a test cell.
 
     Raises:
@@ -185,6 +199,9 @@ def validate(path: str | os.PathLike, invert: bool = False, *, execute: bool = T
              cell_timeout: int = CELL_TIMEOUT_S) -> Validation:
     """``nbgrader validate`` on one notebook, as a result rather than printed text.
 
+    A manually graded answer fails it only when left as the student version's prompt (nbgrader
+    checks its checksum, which only a student version has), so an instructor version passes.
+
     Args:
         path: the notebook.
         invert: like ``nbgrader validate --invert``: succeed when *no* test cell passes, which is
@@ -220,10 +237,17 @@ def validate(path: str | os.PathLike, invert: bool = False, *, execute: bool = T
                                      + passed[0]["source"])
         return Validation(True, "no test cell passes")
     failed = results.get("failed", [])
-    if failed:
-        first = failed[0]
-        return Validation(False, f"{len(failed)} test cell(s) fail; the first:\n{first['source']}\n"
-                                 f"error: {strip_ansi(first['raw_error']).strip().splitlines()[-1]}")
+    # nbgrader fails a manually graded answer left as its prompt, with this error and no other
+    unanswered = [cell for cell in failed if cell["raw_error"] == _NO_RESPONSE]
+    failed_tests = [cell for cell in failed if cell not in unanswered]
+    blank_answers = f"{len(unanswered)} manually graded answer(s) not given" if unanswered else ""
+    if failed_tests:
+        first = failed_tests[0]
+        return Validation(False, f"{len(failed_tests)} test cell(s) fail; the first:\n{first['source']}\n"
+                                 f"error: {strip_ansi(first['raw_error']).strip().splitlines()[-1]}"
+                                 + (f"\n{blank_answers}" if blank_answers else ""))
+    if unanswered:
+        return Validation(False, blank_answers)
     return Validation(True, "every test cell passes")
 
 
@@ -290,6 +314,11 @@ def grade_submission(path: str | os.PathLike,
     exercise whose solution cell was deleted scores zero. Exceptions, timeouts, a dead kernel or
     a failure of the grader itself score zero with the reason; they are never raised.
 
+    Manually graded answers are the student's cells as submitted (never overwritten) and are not
+    scored: each is listed under ``"manual"`` with ``points`` ``None`` and the reason
+    :data:`TO_GRADE_BY_HAND`, except one left as the prompt or emptied (0, as nbgrader scores an
+    unchanged answer) or deleted (0). ``total`` and ``max_total`` are the autograded points only.
+
     Args:
         path: the submission.
         instructor_notebook: the notebook it answers, as a file or already read (then no file is
@@ -305,7 +334,9 @@ def grade_submission(path: str | os.PathLike,
 
     Returns:
         ``{"notebook", "total", "max_total", "exercises": [{"grade_id", "points", "max_points",
-        "passed", "reason"}]}``, with ``reason`` ``None`` for a passed exercise.
+        "passed", "reason"}], "manual": [{"grade_id", "points", "max_points", "reason", "answer"}]}``,
+        with ``reason`` ``None`` for a passed exercise and ``answer`` the text of a manually graded
+        answer (``None`` when its cell was deleted).
 
     Raises:
         FileNotFoundError: no such submission or instructor notebook.
@@ -339,7 +370,7 @@ def grade_submission(path: str | os.PathLike,
     if instructor_bytes is not None and source.read_bytes() != instructor_bytes:
         with atomic_path(source) as tmp:
             tmp.write_bytes(instructor_bytes)
-        return _zero_report(path, exercises, "the submission changed the instructor notebook, which was put back")
+        return _zero_report(path, instructor, "the submission changed the instructor notebook, which was put back")
 
     cells_by_id = {_grade_id(cell): (index, cell) for index, cell in enumerate(notebook.cells)
                    if _grade_id(cell) is not None}
@@ -357,7 +388,8 @@ def grade_submission(path: str | os.PathLike,
         results.append({"grade_id": exercise.grade_id, "points": points, "max_points": exercise.max_points,
                         "passed": points == exercise.max_points, "reason": reason})
     return {"notebook": str(path), "total": sum(r["points"] for r in results),
-            "max_total": sum(e.max_points for e in exercises), "exercises": results}
+            "max_total": sum(e.max_points for e in exercises), "exercises": results,
+            "manual": [_manual_result(answer, submission) for answer in _manual_answers(instructor)]}
 
 
 def grade_folder(folder: str | os.PathLike,
@@ -386,27 +418,41 @@ def grade_folder(folder: str | os.PathLike,
         except NotANotebookError as err:
             reason = f"not graded: not a readable notebook ({type(err.__cause__).__name__})"
             instructor = source if isinstance(source, nbformat.NotebookNode) else read_notebook(source)
-            reports.append(_zero_report(submission, _exercises(instructor), reason))
+            reports.append(_zero_report(submission, instructor, reason))
     return reports
 
 
 def format_report(report: dict) -> str:
-    """A report as a table a person reads: one line per exercise, then the total."""
-    width = max([len("exercise")] + [len(e["grade_id"]) for e in report["exercises"]])
+    """A report as a table a person reads: one line per exercise, one per manually graded answer
+    (``?`` points while it awaits grading by hand), then the autograded total."""
+    manual = report["manual"]
+    width = max([len("exercise")] + [len(e["grade_id"]) for e in report["exercises"] + manual])
     lines = [f"{report['notebook']}",
              f"  {'exercise':<{width}}  {'points':>9}  result"]
     for exercise in report["exercises"]:
         points = f"{exercise['points']:g}/{exercise['max_points']:g}"
         lines.append(f"  {exercise['grade_id']:<{width}}  {points:>9}  {exercise['reason'] or 'passed'}")
-    total = f"{report['total']:g}/{report['max_total']:g}"
-    lines.append(f"  {'total':<{width}}  {total:>9}")
+    for answer in manual:
+        points = f"{'?' if answer['points'] is None else format(answer['points'], 'g')}/{answer['max_points']:g}"
+        lines.append(f"  {answer['grade_id']:<{width}}  {points:>9}  {answer['reason']}")
+    points = f"{report['total']:g}/{report['max_total']:g}"
+    total = f"  {'total':<{width}}  {points:>9}"
+    if manual:
+        total += f"  autograded; {points_to_grade_by_hand(report):g} points to grade by hand"
+    lines.append(total)
     return "\n".join(lines)
+
+
+def points_to_grade_by_hand(report: dict) -> float:
+    """The points of a report's manually graded answers that await a person (not the unanswered ones)."""
+    return sum(answer["max_points"] for answer in report["manual"] if answer["points"] is None)
 
 
 def _exercises(instructor: nbformat.NotebookNode) -> list[_Exercise]:
     """Autograded test cells in order, each with the solution cells since the previous one.
 
-    Manually graded cells (nbgrader "manual answer" and "task" cells) are not scored here.
+    Manually graded answers are not exercises (see :func:`_manual_answers`); nbgrader "task" cells,
+    which the course does not use, are ignored.
     """
     exercises, pending_solutions = [], []
     for cell in instructor.cells:
@@ -426,6 +472,25 @@ def _is_test_cell(cell: nbformat.NotebookNode) -> bool:
     return cell.cell_type == "code" and nbgrader_utils.is_grade(cell) and not nbgrader_utils.is_solution(cell)
 
 
+def _manual_answers(instructor: nbformat.NotebookNode) -> list[tuple[str, float]]:
+    """The manually graded answers (graded solution cells), in order, as ``(grade_id, points)``."""
+    return [(_grade_id(cell), float(cell.metadata.nbgrader["points"])) for cell in instructor.cells
+            if "nbgrader" in cell.metadata and nbgrader_utils.is_grade(cell) and nbgrader_utils.is_solution(cell)]
+
+
+def _manual_result(answer: tuple[str, float], submission: nbformat.NotebookNode) -> dict:
+    """A manually graded answer's entry in a report: awaiting a person, or 0 if left blank or deleted."""
+    grade_id, max_points = answer
+    cell = next((cell for cell in submission.cells if _grade_id(cell) == grade_id), None)
+    if cell is None:
+        points, reason, text = 0.0, "answer cell deleted", None
+    elif cell.source.strip() in ("", ANSWER_PROMPT):
+        points, reason, text = 0.0, "not answered", cell.source
+    else:
+        points, reason, text = None, TO_GRADE_BY_HAND, cell.source
+    return {"grade_id": grade_id, "points": points, "max_points": max_points, "reason": reason, "answer": text}
+
+
 def _grade_id(cell: nbformat.NotebookNode) -> str | None:
     return cell.metadata.get("nbgrader", {}).get("grade_id")
 
@@ -433,6 +498,9 @@ def _grade_id(cell: nbformat.NotebookNode) -> str | None:
 def _overwrite_protected_cells(submission: nbformat.NotebookNode,
                                instructor: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook to execute: the submission with the instructor's locked cells put back.
+
+    Solution cells, manually graded answers among them, are never locked (nbgrader's
+    :func:`~nbgrader.utils.is_locked`), so they stay the student's.
 
     Locked cells (every autograded test cell is one) replace the submission's cell of the same
     ``grade_id``; a deleted one is inserted after the nearest earlier nbgrader cell that is
@@ -628,11 +696,14 @@ def _first_failed_solution(exercise: _Exercise, cells_by_id: dict, outcomes: dic
     return None
 
 
-def _zero_report(submission: Path, exercises: list[_Exercise], reason: str) -> dict:
-    """A report giving zero on every exercise, for the same reason."""
+def _zero_report(submission: Path, instructor: nbformat.NotebookNode, reason: str) -> dict:
+    """A report giving zero on every exercise and manually graded answer, for the same reason."""
+    exercises = _exercises(instructor)
     return {"notebook": str(submission), "total": 0.0, "max_total": sum(e.max_points for e in exercises),
             "exercises": [{"grade_id": e.grade_id, "points": 0.0, "max_points": e.max_points,
-                           "passed": False, "reason": reason} for e in exercises]}
+                           "passed": False, "reason": reason} for e in exercises],
+            "manual": [{"grade_id": grade_id, "points": 0.0, "max_points": points, "reason": reason, "answer": None}
+                       for grade_id, points in _manual_answers(instructor)]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -739,7 +810,10 @@ def _grade_command(args: argparse.Namespace) -> None:
     if len(reports) > 1:
         print("\nsummary", file=table_stream)
         for report in reports:
-            print(f"  {report['total']:>6g}/{report['max_total']:<6g} {report['notebook']}", file=table_stream)
+            by_hand = points_to_grade_by_hand(report)
+            pending = f"  (and {by_hand:g} points to grade by hand)" if by_hand else ""
+            print(f"  {report['total']:>6g}/{report['max_total']:<6g} {report['notebook']}{pending}",
+                  file=table_stream)
     if args.json:
         # One submission given as a file: its report; several or a folder: a list of reports.
         single = len(args.submissions) == 1 and not Path(args.submissions[0]).is_dir()

@@ -3,11 +3,12 @@
 Two kinds of notebook are checked:
 
 * ``tests/fixtures/assignments/scales.ipynb``, a three-exercise lesson in the course's nbgrader
-  format that executes in under a second. Everything that needs a kernel is proved on it:
-  the instructor version validates, the student version fails validation, and a folder of sample
-  submissions made from the student version (full, partial, wrong, exception, infinite loop,
-  deleted cells, an edited test, a dying kernel, a file that is not a notebook) grades as
-  expected in one command.
+  format, with one manually graded answer, that executes in under a second. Everything that needs
+  a kernel is proved on it: the instructor version validates, the student version fails
+  validation, and a folder of sample submissions made from the student version (full, partial,
+  wrong, exception, infinite loop, deleted cells, an edited test, a dying kernel, a file that is
+  not a notebook) grades as expected in one command, the manual answer kept as the student wrote
+  it and left to grade by hand.
 * every lesson in ``notebooks/``, checked without executing it (see each test's docstring for
   why and for what stands in for execution), so the tests pass as lessons appear.
 """
@@ -15,6 +16,7 @@ Two kinds of notebook are checked:
 import argparse
 import ast
 import copy
+import importlib.util
 import io
 import json
 import shutil
@@ -45,10 +47,19 @@ def grade_ids(notebook, *, graded: bool) -> list[str]:
             if "nbgrader" in c.metadata and c.metadata.nbgrader["grade"] == graded]
 
 
+def is_manual_answer(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("solution") and meta.get("grade"))
+
+
 def secret_lines(notebook) -> set[str]:
-    """Lines inside solution and hidden-test regions that appear nowhere else in the notebook."""
+    """Lines inside solution and hidden-test regions, or in a manually graded answer (the model answer),
+    that appear nowhere else in the notebook."""
     inside, outside = set(), set()
     for cell in notebook.cells:
+        if is_manual_answer(cell):
+            inside |= {line.strip() for line in cell.source.splitlines() if line.strip()}
+            continue
         region = None
         for line in cell.source.splitlines():
             text = line.strip()
@@ -79,7 +90,10 @@ def test_student_version_hides_solutions_hidden_tests_and_outputs(instructor_pat
 
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text
-    leaked = [line for line in secret_lines(instructor) if line in text]
+    # Whole lines, not substrings: a secret line such as "stop_token=melody.EOS)" may be part of a longer
+    # visible line (the exercise's statement quotes the call it asks for).
+    student_lines = {line.strip() for cell in student.cells for line in cell.source.splitlines()}
+    leaked = [line for line in secret_lines(instructor) if line in student_lines]
     assert not leaked, f"solution or hidden-test text in the student version: {leaked[:3]}"
     assert not [c for c in student.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
 
@@ -89,11 +103,32 @@ def test_student_version_hides_solutions_hidden_tests_and_outputs(instructor_pat
         meta = ours.metadata.get("nbgrader")
         if meta is None:
             assert ours.source == theirs.source
+        elif is_manual_answer(ours):  # nbgrader's prompt for a manual answer, left editable
+            assert ours.source == assignments.ANSWER_PROMPT and meta["checksum"] and not meta["locked"]
         elif meta["solution"]:
             assert "raise NotImplementedError()" in ours.source and meta["checksum"]
         elif meta["grade"]:
             assert ours.metadata["editable"] is False and ours.metadata["deletable"] is False
             assert meta["checksum"] and meta["points"] == theirs.metadata.nbgrader["points"]
+
+
+def test_an_answer_marker_makes_a_manually_graded_answer_that_students_never_see(tmp_path):
+    """``# %% answer ID POINTS`` in a lesson source: nbgrader's manually graded answer (a prose cell with
+    points), whose model answer the student version replaces by nbgrader's prompt; the lesson still validates."""
+    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
+    build_notebook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_notebook)
+    source = ("# %%\nx = 1\n"
+              "# %% answer ex1_why 3\n# Model answer: because the *octave* doubles the frequency.\n")
+    instructor = nbformat.v4.new_notebook(cells=build_notebook.parse_cells(source))
+    answer = instructor.cells[1]
+    assert answer.cell_type == "markdown"
+    assert answer.source == "Model answer: because the *octave* doubles the frequency."
+    assert answer.metadata == {"nbgrader": {"grade": True, "solution": True, "locked": False, "task": False,
+                                            "grade_id": "ex1_why", "points": 3, "schema_version": 3}}
+    assert assignments.make_student_version(instructor).cells[1].source == assignments.ANSWER_PROMPT
+    nbformat.write(instructor, tmp_path / "lesson.ipynb")
+    assert assignments.validate(tmp_path / "lesson.ipynb", execute=False).ok
 
 
 def test_build_writes_only_finished_files_and_names_a_broken_notebook(tmp_path):
@@ -117,6 +152,7 @@ def test_fixture_instructor_version_validates_and_student_version_fails(student_
     student = student_dir / FIXTURE.name
     fails = assignments.validate(student, working_dir=FIXTURE.parent)
     assert not fails.ok and "3 test cell(s) fail" in fails.message and "NotImplementedError" in fails.message
+    assert fails.message.endswith("\n1 manually graded answer(s) not given")
     assert assignments.validate(student, invert=True, working_dir=FIXTURE.parent).ok
 
 
@@ -156,8 +192,8 @@ def test_lesson_validates_on_its_stored_outputs(lesson):
     its Validator gives without a kernel.
     """
     notebook = nbformat.read(lesson, as_version=4)
-    unexecuted = [c.metadata.nbgrader["grade_id"] for c in notebook.cells
-                  if c.metadata.get("nbgrader", {}).get("grade") and c.execution_count is None]
+    unexecuted = [c.metadata.nbgrader["grade_id"] for c in notebook.cells if c.cell_type == "code"
+                  and c.metadata.get("nbgrader", {}).get("grade") and c.execution_count is None]
     assert not unexecuted, f"test cells without stored outputs: {unexecuted}; run make notebooks"
     outcome = assignments.validate(lesson, execute=False)
     assert outcome.ok, outcome.message
@@ -207,6 +243,8 @@ def test_every_student_test_cell_depends_on_a_removed_solution(instructor_path, 
     unimplemented: set[str] = set()
     for theirs, ours in zip(instructor.cells, student.cells):
         meta = ours.metadata.get("nbgrader", {})
+        if is_manual_answer(ours):  # prose for a person to grade: no test depends on it
+            continue
         if meta.get("solution"):
             unimplemented |= _top_level_bindings(theirs.source) - _top_level_bindings(ours.source)
             unimplemented |= _stubbed_functions(ours.source)
@@ -263,6 +301,15 @@ EXPECTED = {
 }
 
 
+MANUAL_ID = "ex4_why_one_pattern"
+STUDENT_ANSWER = "Every major scale is the same steps above its root, so adding the root moves the pattern."
+# Submission file name -> expected (points, reason, answer text) of the manually graded answer.
+EXPECTED_MANUAL = {**{name: (None, "to grade by hand", STUDENT_ANSWER) for name in EXPECTED},
+                   "partial": (0, "not answered", assignments.ANSWER_PROMPT),
+                   "deleted_solution": (0, "answer cell deleted", None),
+                   "not_a_notebook": (0, "not graded: not a readable notebook (NotJSONError)", None)}
+
+
 @pytest.fixture(scope="module")
 def graded_folder(student_dir, tmp_path_factory):
     """Sample submissions made from the student version, graded by one command; name -> report."""
@@ -272,6 +319,7 @@ def graded_folder(student_dir, tmp_path_factory):
     full = blank
     for grade_id in grade_ids(instructor, graded=False):
         full = _answer(full, grade_id, _cell(instructor, grade_id).source)
+    full = _answer(full, MANUAL_ID, STUDENT_ANSWER)
     cheating = _answer(full, "ex1_midi_to_hz", WRONG_MIDI_TO_HZ)
     _cell(cheating, "ex1_midi_to_hz_tests").source = "assert True"
 
@@ -282,7 +330,7 @@ def graded_folder(student_dir, tmp_path_factory):
         "exception": _answer(full, "ex2_major_scale", "def major_scale(root):\n    steps = [0, 2, 4, 5, 7, 9, 11]\n"
                                                       "    return [root + steps[i] for i in range(8)]"),
         "infinite_loop": _answer(full, "ex1_midi_to_hz", "def midi_to_hz(midi_note):\n    while True:\n        pass"),
-        "deleted_solution": _delete(full, "ex2_major_scale"),
+        "deleted_solution": _delete(_delete(full, "ex2_major_scale"), MANUAL_ID),
         "deleted_test": _delete(_answer(full, "ex3_span", "melody_span = 11"), "ex3_span_tests"),
         "edited_test": cheating,
         "kernel_death": _answer(full, "ex3_span", "import os\nos._exit(1)"),
@@ -306,6 +354,14 @@ def test_sample_submission_grades_as_expected(name, graded_folder):
     assert all(e["passed"] == (e["points"] == e["max_points"]) for e in report["exercises"])
 
 
+@pytest.mark.parametrize("name", EXPECTED)
+def test_a_manual_answer_is_kept_as_written_and_left_to_grade_by_hand(name, graded_folder):
+    """The student's text is reported, never the instructor's model answer; the autograded total excludes it."""
+    [answer] = graded_folder[name]["manual"]
+    assert answer["grade_id"] == MANUAL_ID and answer["max_points"] == 2
+    assert (answer["points"], answer["reason"], answer["answer"]) == EXPECTED_MANUAL[name]
+
+
 def test_every_sample_submission_has_a_report(graded_folder):
     assert sorted(graded_folder) == sorted(EXPECTED)
 
@@ -314,7 +370,8 @@ def test_grading_table_shows_each_exercise_and_total(capsys):
     run_command("grade", str(FIXTURE), "--source", str(FIXTURE))
     table = capsys.readouterr().out
     assert "ex2_major_scale_tests        3/3  passed" in table
-    assert table.rstrip().endswith("total                        6/6")
+    assert "ex4_why_one_pattern          ?/2  to grade by hand" in table
+    assert table.rstrip().endswith("total                        6/6  autograded; 2 points to grade by hand")
 
 
 def test_overall_time_limit_stops_a_stuck_submission(student_dir, tmp_path):

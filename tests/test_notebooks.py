@@ -4,7 +4,7 @@
   two cannot drift apart;
 * stored outputs exist with execution counts (nbval needs them; GitHub shows them);
 * exercises use nbgrader's format: every solution cell has markers and is followed by
-  a graded test cell with points;
+  a graded test cell with points; a manually graded answer is a prose cell with points;
 * each notebook is stored as JupyterLab saves it, so opening a lesson does not change it.
 """
 
@@ -80,13 +80,16 @@ def test_exercises_use_the_nbgrader_format(path):
         if not meta:
             continue
         grade_ids.append(meta["grade_id"])
-        if meta["solution"]:
+        if meta["solution"] and meta["grade"]:   # a manually graded answer: a model answer, no test of its own
+            assert cell.cell_type == "markdown" and meta["points"] > 0 and not meta["locked"], (
+                f"manually graded answer {meta['grade_id']} in {path.name} is not a prose cell with points")
+        elif meta["solution"]:
             assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
             following = next(c for c in cells[index + 1:] if c.cell_type == "code")
             test_meta = following.metadata.get("nbgrader", {})
             assert test_meta.get("grade") and test_meta.get("points", 0) > 0, (
                 f"solution cell {meta['grade_id']} in {path.name} is not followed by a graded test cell")
-        if meta["grade"]:
+        elif meta["grade"]:
             assert meta["locked"] and "assert" in cell.source
     assert grade_ids, f"{path.name} has no exercises"
     assert len(grade_ids) == len(set(grade_ids)), f"duplicate grade_id in {path.name}"

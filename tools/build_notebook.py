@@ -7,6 +7,9 @@ Lessons are easier to review and diff as text, so each one is written as
     # %%                      a code cell
     # %% solution ID          an nbgrader solution cell with grade_id ID
     # %% tests ID POINTS      an nbgrader autograded test cell worth POINTS
+    # %% answer ID POINTS     an nbgrader manually graded answer worth POINTS: a prose cell
+                              (lines start with "# ") holding the model answer or marking
+                              guide, which the student version replaces by "YOUR ANSWER HERE"
 
 ``python tools/build_notebook.py tools/lessons/00_audio_as_data.py`` writes
 ``notebooks/00_audio_as_data.ipynb`` without outputs; ``make notebooks`` then
@@ -34,6 +37,15 @@ def _nbgrader(grade_id: str, *, solution: bool, points: int | float | None = Non
     return {"nbgrader": meta}
 
 
+def _points(word: str) -> int | float:
+    points = float(word)
+    return int(points) if points.is_integer() else points   # as nbgrader's JupyterLab extension saves it
+
+
+def _prose(body: str) -> str:
+    return "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+
+
 def parse_cells(text: str) -> list:
     cells, header, lines = [], None, []
 
@@ -43,14 +55,15 @@ def parse_cells(text: str) -> list:
         body = "\n".join(lines).strip("\n")
         words = header[len("# %%"):].split()
         if words[:1] == ["[markdown]"]:
-            prose = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
-            cells.append(nbformat.v4.new_markdown_cell(prose))
+            cells.append(nbformat.v4.new_markdown_cell(_prose(body)))
         elif len(words) == 2 and words[0] == "solution":
             cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(words[1], solution=True)))
         elif len(words) == 3 and words[0] == "tests":
-            points = float(words[2])
-            points = int(points) if points.is_integer() else points   # as nbgrader's JupyterLab extension saves it
-            cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(words[1], solution=False, points=points)))
+            cells.append(nbformat.v4.new_code_cell(
+                body, metadata=_nbgrader(words[1], solution=False, points=_points(words[2]))))
+        elif len(words) == 3 and words[0] == "answer":   # nbgrader's "Manually graded answer"
+            cells.append(nbformat.v4.new_markdown_cell(
+                _prose(body), metadata=_nbgrader(words[1], solution=True, points=_points(words[2]))))
         elif words:
             raise ValueError(f"unknown cell marker {header!r}; see the module docstring for the forms")
         else:
