@@ -34,6 +34,7 @@ The whole pipeline: train --stage all --out DIR [--steps N]
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -565,6 +566,8 @@ def _os_error_line(err: OSError) -> str:
         return f"{path} is a folder where a file is needed; name a file instead"
     if isinstance(err, PermissionError):
         return f"no permission to write {path}; choose a place you can write to"
+    if err.errno == errno.EROFS:
+        return f"{path} is on a read-only file system; choose a place you can write to"
     return f"{err.strerror or err}: {path}"
 
 

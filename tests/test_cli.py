@@ -1,6 +1,8 @@
 """The command line and `make demo`'s output."""
 
 import dataclasses
+import errno
+import os
 import subprocess
 import sys
 
@@ -137,6 +139,50 @@ def test_path_errors_are_one_line_naming_the_path(tmp_path, capsys):
         error = capsys.readouterr().err
         assert exit_info.value.code == 2 and error.startswith("error: ") and expected in error, command
         assert error.count("\n") == 1 and "Traceback" not in error, command
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody running the tests can write into.
+
+    Permissions do not stop root, and the sessions and CI of this project run as root: there the folder is a
+    read-only tmpfs mounted for the test (root may mount). Elsewhere it is an ordinary folder made read-only.
+    """
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"running as root without the right to mount a read-only folder: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_out_is_one_line_naming_it(read_only_folder, capsys):
+    commands = (("data", "--out", str(read_only_folder / "data"), "--num-clips", "1", "--quiet"),
+                ("demo", "--out", str(read_only_folder / "demo")),
+                ("assignments", "build", "--out", str(read_only_folder / "student")))
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(list(command))
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1 and "Traceback" not in error, command
+        assert error.startswith(f"error: {command[-1] if command[0] != 'data' else command[2]}"), error
+        assert "choose a place you can write to" in error, error
+
+
+@pytest.mark.parametrize("error", [PermissionError(errno.EACCES, "Permission denied", "/srv/out"),
+                                   OSError(errno.EROFS, "Read-only file system", "/srv/out")],
+                         ids=["no-permission", "read-only-file-system"])
+def test_an_unwritable_path_names_itself_and_the_fix(error):
+    line = cli._os_error_line(error)
+    assert "/srv/out" in line and "choose a place you can write to" in line
 
 
 def test_tokens_writes_a_token_file_per_clip_with_the_shipped_models_and_resumes(tmp_path, capsys):
