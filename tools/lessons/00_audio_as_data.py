@@ -14,9 +14,10 @@
 # 4. load the course's music data, **SynthCaps**, and the real **MusicCaps** captions, and describe
 #    what people say about music.
 #
-# **Prerequisites.** Python and NumPy; a little linear algebra (a dot product) and complex
-# numbers ($e^{i\theta} = \cos\theta + i\sin\theta$). No GPU: every lesson runs on a laptop CPU
-# in about three minutes.
+# **Prerequisites.** Python and NumPy; a first acquaintance with PyTorch (section 1 is a short
+# primer on the three parts of it the course uses); a little linear algebra (a dot product) and
+# complex numbers ($e^{i\theta} = \cos\theta + i\sin\theta$). No GPU: every lesson runs on a laptop
+# CPU in about three minutes.
 #
 # ## How to use the course
 # | # | notebook | what you build |
@@ -41,10 +42,18 @@
 # ## Set-up
 # One cell holds every setting of the lesson. The defaults suit a laptop CPU; on a machine with
 # a GPU you would change `PRESET` (this lesson does no training, so the CPU is all it needs).
+# `runtime.set_up_lesson` seeds every random generator, sets the CPU threads and the figure format,
+# and says what it chose; every lesson starts with it.
+#
+# Below it, the map of the whole course: **MusicLM in one picture**. At the top, training: each
+# music clip becomes three sequences of tokens (from MuLan, w2v-BERT and SoundStream), and three
+# transformers learn to predict them. At the bottom, inference: a text prompt becomes MuLan tokens,
+# the stages generate semantic then acoustic tokens, and SoundStream's decoder turns those into a
+# waveform. Every lesson opens with this picture, its own part highlighted; this one is about the
+# two ends of it, the audio.
 
 # %%
 import math
-import os
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -55,22 +64,94 @@ import torch
 import torchaudio
 from IPython.display import display
 
-from mlm_lessons import audio, captions, config, datasets, synth, viz
+from mlm_lessons import audio, captions, datasets, diagrams, runtime, synth, viz
 
 PRESET = "tiny"                 # "tiny" on a CPU; "small" on one GPU (see mlm_lessons.config)
+DEVICE = "cpu"                  # nothing here trains, so the CPU is all this lesson needs
 SEED = 0
 DATA_ROOT = Path("..") / "data"
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()  # JPEG figures keep the stored notebook small
-SAMPLE_RATE = config.get_preset(PRESET).data.sample_rate
-print(f"preset {PRESET!r}: audio at {SAMPLE_RATE} Hz")
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED, threads=2)
+SAMPLE_RATE = run.sample_rate
+diagrams.musiclm_diagram(highlight="audio")
+plt.show()
 
 # %% [markdown]
-# ## 1. Sound as numbers
+# ## 1. PyTorch in three ideas
+#
+# The course is written in [PyTorch](https://pytorch.org/tutorials/beginner/basics/intro.html). It
+# leans on three parts of it, and if they are new to you, the next three cells are the part you need;
+# PyTorch's own "Learn the Basics" tutorial goes further.
+#
+# **Tensors.** A tensor is an $n$-dimensional array with a data type (`dtype`) and a `device` (the
+# CPU, or a GPU). A second of audio is a `(time,)` tensor, a batch of clips `(batch, time)`, a batch
+# of spectrograms `(batch, mel bands, frames)`; the docstrings of the package give every tensor's
+# shape in this form. Arithmetic **broadcasts** as in NumPy: shapes are lined up from the right, and
+# a dimension of size 1 is stretched to match, so one gain per clip scales every sample of its clip.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+t = torch.arange(16_000) / 16_000                           # (time,): one second of sample times
+clips = torch.stack([torch.sin(2 * math.pi * f * t) for f in (220.0, 440.0, 880.0)])  # (batch, time)
+gains = torch.tensor([0.1, 0.5, 1.0])                      # (batch,): one loudness per clip
+scaled = gains[:, None] * clips                            # (batch, 1) * (batch, time) -> (batch, time)
+peaks = scaled.abs().amax(dim=1)                           # the loudest sample of each clip
+print(f"clips {tuple(clips.shape)} {clips.dtype} on {clips.device}; peaks after scaling {peaks.tolist()}")
+assert torch.allclose(peaks, gains)
+
+# %% [markdown]
+# **Autograd.** A tensor created with `requires_grad=True` records every operation done with it, and
+# `loss.backward()` runs the record backwards (the chain rule) to leave $\partial\,\text{loss} /
+# \partial\,\text{tensor}$ in its `.grad`. Below, a quiet tone $q$ should be scaled by a gain $g$ to match
+# a loud one $l$, with the loss $L(g) = \text{mean}\big((g\,q - l)^2\big)$. By hand,
+# $\partial L / \partial g = \text{mean}\big(2\,(g\,q - l)\,q\big)$; autograd must agree. Then the
+# **training loop** that every model of the course runs, in its five steps: clear the old gradients,
+# compute the loss (the *forward* pass), `backward()`, and let the optimiser `step()` the parameters.
+
+# %%
+quiet, loud = 0.2 * clips[1], 0.6 * clips[1]               # the same 440 Hz tone, 3 times louder
+gain = torch.tensor(1.0, requires_grad=True)
+loss = ((gain * quiet - loud) ** 2).mean()
+loss.backward()
+by_hand = (2 * (gain.detach() * quiet - loud) * quiet).mean()
+print(f"dL/dg: autograd {gain.grad.item():.5f}, by hand {by_hand.item():.5f}")
+assert torch.isclose(gain.grad, by_hand)
+
+optimizer = torch.optim.SGD([gain], lr=10.0)
+for step in range(30):
+    optimizer.zero_grad()                       # 1. forget the last step's gradients (they accumulate)
+    loss = ((gain * quiet - loud) ** 2).mean()  # 2. forward: the loss of the current gain
+    loss.backward()                             # 3. backward: d loss / d gain into gain.grad
+    optimizer.step()                            # 4. update: gain -= lr * gain.grad
+print(f"learned gain {gain.item():.4f} (the answer is 3), loss {loss.item():.2e}")
+assert abs(gain.item() - 3.0) < 1e-3
+
+# %% [markdown]
+# **Modules.** An `nn.Module` bundles **parameters** (tensors to learn, wrapped in `nn.Parameter`)
+# with the `forward` computation that uses them. `model(x)` calls `forward`; `model.parameters()`
+# hands every parameter, however deeply nested, to an optimiser; `model.state_dict()` is what a
+# checkpoint saves. Every model of the course, from a two-layer network to the SoundStream codec, is a
+# module built of modules. Here is a learnable gain followed by a soft clipper (`tanh`), the shape of
+# a guitar distortion pedal:
+
+# %%
+class Gain(torch.nn.Module):
+    """Multiplies a (batch, time) waveform by one learnable gain, kept positive as the exp of its log."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_gain = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, wave):
+        return self.log_gain.exp() * wave
+
+pedal = torch.nn.Sequential(Gain(), torch.nn.Tanh())
+print(pedal)
+print({name: tuple(parameter.shape) for name, parameter in pedal.named_parameters()})
+assert pedal(clips).shape == clips.shape and len(list(pedal.parameters())) == 1
+
+# %% [markdown]
+# ## 2. Sound as numbers
 #
 # Sound is a pressure wave. A microphone turns pressure into a voltage and an
 # analogue-to-digital converter measures that voltage $f_s$ times a second, the **sample rate**.
@@ -128,7 +209,7 @@ plt.show()
 display(*(viz.play(notes[lead], SAMPLE_RATE) for lead in leads))
 
 # %% [markdown]
-# ## 2. Sampling and aliasing
+# ## 3. Sampling and aliasing
 #
 # How fast must we sample? The **Nyquist–Shannon theorem** says a signal containing no
 # frequency above $B$ is determined exactly by samples taken at $f_s > 2B$. The limit
@@ -176,7 +257,7 @@ plt.show()
 display(viz.play(proper, 24_000), viz.play(naive, 8_000))
 
 # %% [markdown]
-# ## 3. From waveform to spectrogram
+# ## 4. From waveform to spectrogram
 #
 # ### The discrete Fourier transform
 # The DFT of $N$ samples measures how much of each frequency $k f_s / N$ they contain:
@@ -303,7 +384,7 @@ three_seconds = 3 * SAMPLE_RATE  # players embed the audio in the notebook: keep
 display(viz.play(clip[:three_seconds], SAMPLE_RATE), viz.play(rebuilt[:three_seconds], SAMPLE_RATE))
 
 # %% [markdown]
-# ## 4. The course data: SynthCaps
+# ## 5. The course data: SynthCaps
 #
 # MusicLM was trained on 280,000 hours of music, which nobody can download for a course. So the
 # course makes its own: `mlm_lessons.synth` renders music from a seed and a set of **known
@@ -362,7 +443,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 5. MusicCaps: what people say about music
+# ## 6. MusicCaps: what people say about music
 #
 # MusicCaps (Agostinelli et al., 2023) is the evaluation set released with MusicLM: 5,521
 # ten-second YouTube excerpts, each described by a professional musician with a free-text
@@ -409,55 +490,90 @@ print("most frequent shared aspects:", ", ".join(shared[:12]))
 
 # %% [markdown]
 # ## Exercises
-# Each exercise has a solution cell for you to fill in and a test cell worth the points shown.
+# Each exercise has a solution cell for you to fill in and a test cell worth the points shown. The
+# tests call your functions on inputs you have not seen, so compute, don't copy numbers.
 #
-# **Exercise 1 (2 points).** Write `midi_to_hz(midi_note)` using the formula of section 1. It
-# should work on a float, an int, or a tensor of notes.
+# **Exercise 1 (2 points): derive.** Invert the pitch formula of section 2. Write
+# `hz_to_midi(frequency_hz)`, the (fractional) MIDI note of a frequency, and
+# `cents_from_nearest(frequency_hz)`, how far the frequency is from the nearest equal-tempered note
+# in **cents** (hundredths of a semitone, in $[-50, 50)$; 445 Hz is about 20 cents sharp of A4). Both
+# take and return tensors of any shape.
 
-# %% solution ex1_midi_to_hz
-def midi_to_hz(midi_note):
+# %% solution ex1_hz_to_midi
+def hz_to_midi(frequency_hz):
     ### BEGIN SOLUTION
-    return 440.0 * 2.0 ** ((torch.as_tensor(midi_note, dtype=torch.float64) - 69) / 12)
+    return 69 + 12 * torch.log2(torch.as_tensor(frequency_hz, dtype=torch.float64) / 440.0)
     ### END SOLUTION
 
-# %% tests ex1_midi_to_hz_tests 2
-assert abs(float(midi_to_hz(69)) - 440.0) < 1e-6, "MIDI 69 is A4 = 440 Hz"
-notes = torch.arange(21, 109)
-frequencies = torch.as_tensor(midi_to_hz(notes), dtype=torch.float64)
-assert torch.allclose(frequencies[12:] / frequencies[:-12], torch.tensor(2.0, dtype=torch.float64)), "an octave doubles the frequency"
+def cents_from_nearest(frequency_hz):
+    ### BEGIN SOLUTION
+    semitones = hz_to_midi(frequency_hz)
+    return 100 * (semitones - torch.round(semitones))
+    ### END SOLUTION
+
+# %% tests ex1_hz_to_midi_tests 2
+assert abs(float(hz_to_midi(torch.tensor(440.0))) - 69) < 1e-6, "A4 = 440 Hz is MIDI 69"
+assert abs(float(cents_from_nearest(torch.tensor(445.0))) - 19.56) < 0.05, "445 Hz is about 19.6 cents sharp"
+generator = torch.Generator().manual_seed(2024)
+notes = torch.randint(21, 109, (50,), generator=generator).double()
+frequencies = 440.0 * 2.0 ** ((notes - 69) / 12)
+assert torch.allclose(torch.as_tensor(hz_to_midi(frequencies), dtype=torch.float64), notes, atol=1e-6)
 ### BEGIN HIDDEN TESTS
-assert abs(float(midi_to_hz(60)) - 261.6256) < 1e-3, "middle C is about 261.63 Hz"
+offsets = torch.rand(50, generator=generator, dtype=torch.float64) * 98 - 49   # cents, away from the +-50 edge
+detuned = frequencies * 2.0 ** (offsets / 1200)
+assert torch.allclose(torch.as_tensor(cents_from_nearest(detuned), dtype=torch.float64), offsets, atol=1e-4)
+assert tuple(torch.as_tensor(hz_to_midi(detuned.reshape(5, 10))).shape) == (5, 10), "any shape in, same shape out"
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 2 (3 points).** A clip at 44.1 kHz must be played on a device that only supports
-# 11,025 Hz, and someone proposes keeping every fourth sample. Write
-# `naive_downsample(wave, factor)` that does exactly that, then measure the frequency at which a
-# 7 kHz tone ends up. Store it in `aliased_hz` (a number you compute, not type in).
+# **Exercise 2 (3 points): implement.** Section 3 showed what keeping every `factor`-th sample does
+# to a tone above the new Nyquist frequency: it folds back as a tone that was never played. Write
+# `downsample(wave, factor)` that does it properly: first remove every frequency at or above the new
+# Nyquist frequency (`sample_rate / factor / 2`, i.e. every DFT bin at or above
+# `len(wave) / (2 * factor)`: zero those bins of `torch.fft.rfft(wave)` and go back with
+# `torch.fft.irfft(..., n=len(wave))`), *then* keep every `factor`-th sample. (`audio.resample` does
+# the same with a smoother filter; do not call it here.) Before you run the tests, predict where
+# a 3 kHz tone sampled at 16 kHz would land if you only kept every fourth sample.
 
-# %% solution ex2_aliasing
-def naive_downsample(wave, factor):
+# %% solution ex2_downsample
+def downsample(wave, factor):
     ### BEGIN SOLUTION
-    return wave[::factor]
+    spectrum = torch.fft.rfft(wave)
+    spectrum[math.ceil(len(wave) / (2 * factor)):] = 0
+    return torch.fft.irfft(spectrum, n=len(wave))[::factor]
     ### END SOLUTION
 
-### BEGIN SOLUTION
-aliased_hz = peak_frequency(naive_downsample(sine(7_000, sample_rate=44_100), 4), 44_100 // 4)
-### END SOLUTION
-
-# %% tests ex2_aliasing_tests 3
-assert naive_downsample(torch.arange(12), 4).tolist() == [0, 4, 8], "keep every factor-th sample, starting at 0"
-assert abs(aliased_hz - audio.aliased_frequency(7_000, 11_025)) < 5, "a 7 kHz tone folds about the 5,512.5 Hz Nyquist frequency"
+# %% tests ex2_downsample_tests 3
+kept = downsample(sine(1_000, sample_rate=16_000), 4)      # 1 kHz is below the new 2 kHz Nyquist: kept
+assert kept.shape == (4_000,), "one sample in four"
+assert abs(peak_frequency(kept, 4_000) - 1_000) <= 1 and abs(kept.abs().max() - 0.5) < 0.02
+removed = downsample(sine(3_000, sample_rate=16_000), 4)   # 3 kHz is above it: removed, not folded to 1 kHz
+assert removed.abs().max() < 0.01, "a tone above the new Nyquist frequency must vanish"
 ### BEGIN HIDDEN TESTS
-assert 4_000 < aliased_hz < 4_050
+generator = torch.Generator().manual_seed(7)
+for _ in range(6):
+    factor = [2, 4, 5, 8][int(torch.randint(4, (1,), generator=generator))]   # each divides 16,000
+    nyquist = 16_000 // factor // 2
+    below = int(torch.randint(100, nyquist - 100, (1,), generator=generator))
+    above = int(torch.randint(nyquist + 100, 7_900, (1,), generator=generator))
+    out = downsample(sine(below, sample_rate=16_000), factor)
+    assert out.shape == (16_000 // factor,)
+    assert abs(peak_frequency(out, 16_000 // factor) - below) <= 1 and abs(out.abs().max() - 0.5) < 0.02
+    assert downsample(sine(above, sample_rate=16_000), factor).abs().max() < 0.01
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 3 (3 points).** Loudness over time is often summarised by the root-mean-square of
-# each STFT frame. Write `frame_energy_db(wave, n_fft, hop_length)` returning one value per frame,
-# $10 \log_{10}\big(\tfrac{1}{N}\sum_n (w[n]\,x_m[n])^2 + 10^{-10}\big)$, with the Hann window and the
-# centred frames of `my_stft` (hint: you can reuse its first three lines, or Parseval's theorem on
-# its output).
+# **Exercise 3 (3 points): debug.** A colleague wrote the loudness curve below: one value per STFT
+# frame, $10 \log_{10}\big(\tfrac{1}{N}\sum_n (w[n]\,x_m[n])^2 + 10^{-10}\big)$ dB, with the Hann
+# window $w$ and the centred frames of `my_stft`. It has two bugs: it gives fewer values than
+# `audio.stft` has frames, and a tone 50 times louder comes out about 68 dB louder instead of
+# $20 \log_{10} 50 \approx 34$ dB. Copy it into the solution cell, find both bugs and fix them.
+#
+# ```python
+# def frame_energy_db(wave, n_fft=1024, hop_length=256):
+#     frames = wave.unfold(0, n_fft, hop_length) * torch.hann_window(n_fft)
+#     return 20 * torch.log10(frames.pow(2).mean(-1) + 1e-10)
+# ```
 
 # %% solution ex3_energy
 def frame_energy_db(wave, n_fft=1024, hop_length=256):
@@ -468,39 +584,72 @@ def frame_energy_db(wave, n_fft=1024, hop_length=256):
     ### END SOLUTION
 
 # %% tests ex3_energy_tests 3
-energy = frame_energy_db(clip)
-assert energy.shape == (audio.stft(clip).shape[-1],), "one value per STFT frame"
+noise = 0.1 * torch.randn(12_345, generator=torch.Generator().manual_seed(3))
+assert frame_energy_db(noise).shape == (audio.stft(noise).shape[-1],), "one value per STFT frame"
 quiet_then_loud = torch.cat([0.01 * sine(440.0, 0.5), 0.5 * sine(440.0, 0.5)])
 curve = frame_energy_db(quiet_then_loud)
-assert curve[-5:].mean() - curve[:5].mean() > 30, "a 50x louder tone is about 34 dB louder"
+assert abs((curve[-5:].mean() - curve[:5].mean()).item() - 20 * math.log10(50)) < 1.0, "50x louder is 34 dB"
 ### BEGIN HIDDEN TESTS
-assert abs((curve[-5:].mean() - curve[:5].mean()).item() - 20 * math.log10(50)) < 1.0
+generator = torch.Generator().manual_seed(11)
+for _ in range(3):
+    ratio = float(torch.empty(()).uniform_(2, 200, generator=generator))
+    length = int(torch.randint(4_000, 20_000, (1,), generator=generator))
+    wave = torch.cat([0.002 * sine(300.0, length / 16_000), 0.002 * ratio * sine(300.0, length / 16_000)])
+    curve = frame_energy_db(wave, n_fft=512, hop_length=128)
+    assert curve.shape == (audio.stft(wave, n_fft=512, hop_length=128).shape[-1],)
+    assert abs((curve[-5:].mean() - curve[:5].mean()).item() - 20 * math.log10(ratio)) < 1.0
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 4 (2 points).** Which lead instruments does the `train` split of SynthCaps contain, and
-# how often? Build `lead_counts`, a `Counter` from instrument name to number of training clips,
-# using the dataset's `attributes` (not the captions).
+# **Exercise 4 (2 points): implement.** Counting attributes is the first thing to do with a new
+# dataset (section 5). Write `count_attribute(examples, key)`: given any iterable of examples shaped
+# like SynthCaps' (dictionaries with an `"attributes"` dictionary), return a `Counter` from each value
+# of `attributes[key]` to the number of examples that have it. Then try it on `splits["train"]` with
+# `"lead"` or `"mood"` in a cell of your own.
 
 # %% solution ex4_counts
-### BEGIN SOLUTION
-lead_counts = Counter(splits["train"][i]["attributes"]["lead"] for i in range(len(splits["train"])))
-### END SOLUTION
+def count_attribute(examples, key):
+    ### BEGIN SOLUTION
+    return Counter(example["attributes"][key] for example in examples)
+    ### END SOLUTION
 
 # %% tests ex4_counts_tests 2
-assert sum(lead_counts.values()) == len(splits["train"])
-assert set(lead_counts) <= set(synth.INSTRUMENTS)
+toy = [{"attributes": {"lead": "flute", "mood": "calm"}}, {"attributes": {"lead": "piano", "mood": "calm"}},
+       {"attributes": {"lead": "flute", "mood": "happy"}}]
+assert count_attribute(toy, "lead") == Counter({"flute": 2, "piano": 1})
+assert count_attribute(toy, "mood") == Counter({"calm": 2, "happy": 1})
 ### BEGIN HIDDEN TESTS
-assert len(lead_counts) >= 8, "the tiny preset covers every lead instrument"
+rng = np.random.default_rng(5)
+values = [str(v) for v in rng.choice(["a", "b", "c", "d"], size=40)]
+fake = ({"attributes": {"tempo": value}, "audio": None} for value in values)   # a generator, read once
+assert count_attribute(fake, "tempo") == Counter(values)
+assert count_attribute([], "lead") == Counter()
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Summary
-# - A waveform is samples of pressure at a fixed rate; content above half that rate aliases.
-# - The STFT trades time resolution against frequency resolution; a log-mel spectrogram pools it
-#   into perceptual bands and compresses its range: the standard input of audio networks.
-# - SynthCaps gives the course music with known attributes and MusicCaps-style captions, so
-#   "does the music match the text?" becomes measurable.
+# **Exercise 5 (2 points, graded by hand): explain.** A friend proposes storing the course's
+# 16 kHz clips at 4 kHz, by keeping every fourth sample, "since every melody note is below 1 kHz".
+# Using what you measured in sections 2–4, say in a few sentences what a listener would lose, and
+# what they would hear that was never played. Write your answer in the next cell.
+
+# %% answer ex5_sample_rate 2
+# *Model answer and marking guide.* 1 point: the harmonics above the new 2 kHz Nyquist frequency are lost, and
+# with them much of the timbre (section 2: the violin's and the guitar's harmonics reach 5 kHz;
+# the pitch survives, the instruments start to sound alike). 1 point: without a low-pass filter
+# first, those harmonics do not disappear but fold back below 2 kHz (aliasing, section 3) as
+# inharmonic tones at frequencies no instrument played; filtering first (exercise 2) removes them.
+
+# %% [markdown]
+# ## What you built
+# - The PyTorch you need: tensors and broadcasting, autograd checked against a derivative by hand,
+#   the five-step training loop, and a module of your own.
+# - Tones, harmonics and timbre as numbers: a waveform is samples of pressure at a fixed rate, and
+#   content above half that rate aliases, as you measured and heard.
+# - A DFT, an STFT and an HTK mel filterbank from scratch, each checked against the library; the
+#   STFT trades time resolution against frequency resolution, and a log-mel spectrogram pools it into
+#   perceptual bands and compresses its range: the standard input of audio networks.
+# - The course data: SynthCaps gives music with known attributes and MusicCaps-style captions, so
+#   "does the music match the text?" becomes measurable; MusicCaps shows the language of the real task.
 #
 # **A common misconception.** A spectrogram is often described as "the sound itself". It is
 # not: a magnitude spectrogram discards phase, and the Griffin-Lim cell above shows what that

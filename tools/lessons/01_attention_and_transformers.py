@@ -24,7 +24,9 @@
 # %% [markdown]
 # ## Set-up
 # One cell holds every setting. The defaults suit a 2-core CPU; with a GPU set `PRESET = "small"`
-# and `DEVICE = "auto"` for a wider model trained for longer.
+# and `DEVICE = "auto"` for a wider model trained for longer. In the picture of MusicLM below, the
+# parts built from attention are highlighted: the three stage transformers (MuLan's text tower is one
+# too, and w2v-BERT's Conformer blocks contain attention).
 
 # %%
 import dataclasses
@@ -40,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from IPython.display import display
 
-from mlm_lessons import attention, config, melody, train, transformer, viz
+from mlm_lessons import attention, diagrams, melody, runtime, train, transformer, viz
 from mlm_lessons.melody import VOCAB
 
 PRESET = "tiny"                 # "tiny" on a CPU; "small" on one GPU (see mlm_lessons.config)
@@ -51,13 +53,11 @@ SIZES = {                       # the encoder-decoder of section 6, per preset
     "small": dict(d_model=256, n_layers=4, n_heads=8, steps=4_000, melodies=50_000),
 }[PRESET]
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()
-SAMPLE_RATE = config.get_preset(PRESET).data.sample_rate
-print(f"preset {PRESET!r}: encoder-decoder with d_model={SIZES['d_model']}, {SIZES['n_layers']}+{SIZES['n_layers']} layers")
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED, threads=2)
+SAMPLE_RATE = run.sample_rate
+print(f"section 6's encoder-decoder: d_model={SIZES['d_model']}, {SIZES['n_layers']}+{SIZES['n_layers']} layers")
+diagrams.musiclm_diagram(highlight="attention")
+plt.show()
 
 # %% [markdown]
 # ## 1. Music as a sequence of tokens
@@ -300,7 +300,15 @@ for distance in (1, 4):
 # This is the **pre-norm** arrangement (Xiong et al., 2020). The original Transformer normalised
 # *after* each addition; putting the norm inside the branch leaves the stream a plain sum, which
 # keeps gradients well scaled in deep stacks and trains without delicate learning-rate warm-up.
-#
+# Here is one block as `transformer.Block` builds it, read from the bottom up. It is drawn as a
+# decoder block of an encoder–decoder (below): causal self-attention, then the cross-attention
+# sub-layer that only such blocks have, then the MLP.
+
+# %%
+diagrams.transformer_block_diagram(causal=True, cross_attention=True, n_heads=SIZES["n_heads"])
+plt.show()
+
+# %% [markdown]
 # The original Transformer (Vaswani et al., 2017) was built for translation, and it has two
 # stacks:
 #
@@ -309,7 +317,12 @@ for distance in (1, 4):
 # * the **decoder** writes the target one token at a time. Each of its blocks has causal
 #   self-attention over what it has written so far, then **cross-attention** whose queries come
 #   from the decoder and whose keys and values are the encoder's outputs, then the MLP.
-#
+
+# %%
+diagrams.encoder_decoder_diagram(n_layers=SIZES["n_layers"])
+plt.show()
+
+# %% [markdown]
 # `transformer.Seq2SeqTransformer` is exactly that, made of `transformer.Block`s; its decoder is a
 # `transformer.TransformerLM` with cross-attention switched on, the same class lesson 02 trains
 # alone and lesson 08 conditions on MuLan tokens. The encoder block must see the whole source,
@@ -367,7 +380,7 @@ seq2seq_config = transformer.Seq2SeqConfig(
     d_model=SIZES["d_model"], n_encoder_layers=SIZES["n_layers"], n_decoder_layers=SIZES["n_layers"],
     n_heads=SIZES["n_heads"], positions="sinusoidal")
 model = transformer.Seq2SeqTransformer(seq2seq_config)
-train_config = dataclasses.replace(config.get_preset(PRESET).train, max_steps=SIZES["steps"], batch_size=32,
+train_config = dataclasses.replace(run.preset.train, max_steps=SIZES["steps"], batch_size=32,
                                    learning_rate=3e-3, warmup_steps=20, log_every=25, device=DEVICE, seed=SEED)
 history = train.Trainer(model, train_config, train_pairs, transposition_loss, progress=False).fit()
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {SIZES['steps']} steps; "
@@ -393,10 +406,9 @@ assert middle["loss"] / late["loss"] > 4
 # melodies, token by token (greedy decoding), and compare with the right answer.
 
 # %%
-device = train.resolve_device(DEVICE)
 model.eval()
 with torch.no_grad():
-    generated = model.generate(test_pairs.sources.to(device), start_token=melody.BOS, max_new_tokens=39,
+    generated = model.generate(test_pairs.sources.to(run.device), start_token=melody.BOS, max_new_tokens=39,
                                stop_token=melody.EOS).cpu()
 answers = [melody.transpose(notes, shift) for notes, shift in zip(test_pairs.melodies, test_pairs.shifts)]
 outputs = [melody.decode_melody(tokens) for tokens in generated]
@@ -431,7 +443,7 @@ display(viz.play(melody.render_melody(test_pairs.melodies[index], seconds=3.0), 
 with torch.no_grad():
     source, target = test_pairs.sources[index:index + 1], test_pairs.targets[index:index + 1]
     length = int((source != melody.PAD).sum())
-    _, maps = model(source[:, :length].to(device), target[:, :length - 1].to(device), return_attention=True)
+    _, maps = model(source[:, :length].to(run.device), target[:, :length - 1].to(run.device), return_attention=True)
 maps = {kind: [weights.cpu() for weights in per_layer] for kind, per_layer in maps.items()}
 source_labels = VOCAB.to_names(source[0, :length])
 target_labels = VOCAB.to_names(target[0, :length - 1])
@@ -465,8 +477,9 @@ plt.show()
 
 # %% [markdown]
 # ## Exercises
+# The tests call your functions on inputs you have not seen, so compute, don't copy numbers.
 #
-# **Exercise 1 (2 points).** A decoder over a padded batch needs both masks at once. Write
+# **Exercise 1 (2 points): implement.** A decoder over a padded batch needs both masks at once. Write
 # `decoder_mask(lengths, time)` returning a boolean tensor of shape `(batch, 1, time, time)` that
 # is `True` where query $i$ of sequence $b$ may attend to key $j$: $j \le i$ **and** $j$ is a real
 # token of sequence $b$.
@@ -485,17 +498,23 @@ assert mask.shape == (2, 1, 4, 4) and mask.dtype == torch.bool
 assert mask[0, 0].tolist() == torch.ones(4, 4, dtype=torch.bool).tril().tolist(), "a full-length sequence: lower triangle"
 assert not mask[1, 0, :, 2:].any(), "no query may attend to padding"
 ### BEGIN HIDDEN TESTS
-expected = attention.key_padding_to_attention_mask(attention.padding_mask(torch.tensor([3, 1, 5]), 5)) & attention.causal_mask(5)
-assert torch.equal(decoder_mask(torch.tensor([3, 1, 5]), 5), expected)
+generator = torch.Generator().manual_seed(101)
+for time in (1, 5, 9):
+    lengths = torch.randint(1, time + 1, (4,), generator=generator)
+    expected = attention.key_padding_to_attention_mask(attention.padding_mask(lengths, time)) & attention.causal_mask(time)
+    assert torch.equal(decoder_mask(lengths, time), expected)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 2 (3 points).** How focused is a head? The **entropy** of an attention row,
+# **Exercise 2 (3 points): implement.** How focused is a head? The **entropy** of an attention row,
 # $H = -\sum_j w_j \log w_j$ (in nats, with $0 \log 0 = 0$), is 0 when the row looks at one key and
 # $\log n$ when it spreads evenly over $n$ keys. Write `attention_entropy(weights)` that takes
 # weights of shape `(..., query_len, key_len)` and returns the mean entropy over all rows (a float
-# or a 0-d tensor). Then store in `sharpest_cross_head` the head of the **last** decoder layer
-# whose cross-attention (in `maps["cross"]`, example 0) has the lowest mean entropy.
+# or a 0-d tensor), and `sharpest_head(layer_maps)` that takes one layer's maps of shape
+# `(batch, heads, query_len, key_len)` and returns the index (an `int`) of the head whose rows have
+# the lowest mean entropy over the whole batch. Then, in a cell of your own, ask it which head of the
+# last decoder layer's cross-attention (`maps["cross"][-1]`) is the sharpest, and compare with the
+# pictures above.
 
 # %% solution ex2_entropy
 def attention_entropy(weights):
@@ -505,50 +524,99 @@ def attention_entropy(weights):
     return -plogp.sum(-1).mean()
     ### END SOLUTION
 
-### BEGIN SOLUTION
-sharpest_cross_head = int(np.argmin([float(attention_entropy(maps["cross"][-1][0, h])) for h in range(SIZES["n_heads"])]))
-### END SOLUTION
+def sharpest_head(layer_maps):
+    ### BEGIN SOLUTION
+    return int(np.argmin([float(attention_entropy(layer_maps[:, h])) for h in range(layer_maps.shape[1])]))
+    ### END SOLUTION
 
 # %% tests ex2_entropy_tests 3
 assert abs(float(attention_entropy(torch.full((3, 8), 1 / 8))) - math.log(8)) < 1e-6, "uniform over 8 keys: log 8"
 assert abs(float(attention_entropy(torch.eye(5)))) < 1e-9, "one-hot rows have zero entropy"
-assert 0 <= sharpest_cross_head < SIZES["n_heads"]
+generator = torch.Generator().manual_seed(202)
+sharpness = torch.tensor([1.0, 1.0, 8.0, 1.0])[None, :, None, None]        # head 2's scores are 8 times larger
+maps_to_rank = torch.softmax(sharpness * torch.randn(3, 4, 6, 6, generator=generator), dim=-1)
+assert sharpest_head(maps_to_rank) == 2
 ### BEGIN HIDDEN TESTS
-entropies = [float(attention_entropy(maps["cross"][-1][0, h])) for h in range(SIZES["n_heads"])]
-assert entropies[sharpest_cross_head] == min(entropies)
 assert abs(float(attention_entropy(torch.tensor([[0.5, 0.5, 0.0]]))) - math.log(2)) < 1e-6
+for _ in range(4):
+    heads = int(torch.randint(2, 9, (1,), generator=generator))
+    winner = int(torch.randint(heads, (1,), generator=generator))
+    scale = torch.ones(heads)
+    scale[winner] = 10.0
+    layer = torch.softmax(scale[None, :, None, None] * torch.randn(2, heads, 5, 7, generator=generator), dim=-1)
+    assert sharpest_head(layer) == winner
+    rows = torch.softmax(torch.randn(4, 6, generator=generator, dtype=torch.float64), dim=-1)
+    assert abs(float(attention_entropy(rows)) - float(-(rows * rows.log()).sum(-1).mean())) < 1e-9
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 3 (3 points).** Put the trained model to work. Write
-# `transpose_with_model(notes, semitones)` that builds the source tokens (the instruction token
-# `VOCAB.shift_token(semitones)` followed by `melody.encode_melody(notes, bos=False)`), lets
-# `model.generate` write the target greedily, and returns the decoded notes. Use a melody the
-# model has never seen.
+# **Exercise 3 (3 points): implement.** Put a trained model to work. Write
+# `transpose_with_model(model, notes, semitones)` that builds the source tokens (the instruction
+# token `VOCAB.shift_token(semitones)` followed by `melody.encode_melody(notes, bos=False)`) as a
+# `(1, length)` tensor on `run.device`, lets `model.generate(source, start_token=melody.BOS,
+# max_new_tokens=39, stop_token=melody.EOS)` write the target greedily, and returns the decoded notes
+# (`melody.decode_melody` of its first row). The test hands your function a stand-in model that
+# checks the source it receives; the cell after it uses our trained one.
 
 # %% solution ex3_use_the_model
-def transpose_with_model(notes, semitones):
+def transpose_with_model(model, notes, semitones):
     ### BEGIN SOLUTION
     source = torch.tensor([[VOCAB.shift_token(semitones)] + melody.encode_melody(notes, bos=False)])
     with torch.no_grad():
-        out = model.generate(source.to(device), start_token=melody.BOS, max_new_tokens=39, stop_token=melody.EOS)
+        out = model.generate(source.to(run.device), start_token=melody.BOS, max_new_tokens=39,
+                             stop_token=melody.EOS)
     return melody.decode_melody(out[0].cpu())
     ### END SOLUTION
 
 # %% tests ex3_use_the_model_tests 3
-unseen = [melody.compose_melody(seed, beats=8)[0] for seed in range(2_000_000, 2_000_010)]
-results = [transpose_with_model(notes, 3) for notes in unseen]
-assert all(isinstance(note, melody.MelodyNote) for result in results for note in result)
-right = [r == melody.transpose(n, 3) for r, n in zip(results, unseen)]
-assert sum(right) >= 5, f"only {sum(right)} of 10 unseen melodies transposed exactly"
+class TranspositionOracle:
+    """Stands in for a perfect model: checks the source it is given, then writes the right target."""
+
+    def __init__(self, notes, semitones):
+        self.notes, self.semitones = notes, semitones
+
+    def generate(self, source, start_token, max_new_tokens, **options):
+        expected = [VOCAB.shift_token(self.semitones)] + melody.encode_melody(self.notes, bos=False)
+        assert source.shape == (1, len(expected)), "the source is one row: the instruction, then the melody"
+        assert source[0].tolist() == expected, "the instruction token first, then the melody without <bos>"
+        assert start_token == melody.BOS
+        return torch.tensor([melody.encode_melody(melody.transpose(self.notes, self.semitones))])
+
+seeds = torch.randint(3_000_000, 4_000_000, (6,), generator=torch.Generator().manual_seed(303)).tolist()
+for seed, shift in zip(seeds, [3, -2, 5, 0, -5, 3]):
+    tune = melody.compose_melody(seed, beats=8)[0]
+    assert transpose_with_model(TranspositionOracle(tune, shift), tune, shift) == melody.transpose(tune, shift)
 ### BEGIN HIDDEN TESTS
-rhythm_kept = sum([(x.onset_beats, x.duration_beats) for x in got] == [(x.onset_beats, x.duration_beats) for x in want]
-                  for got, want in zip(results, unseen))
-assert rhythm_kept >= 8, "the rhythm is copied"
+for seed in torch.randint(5_000_000, 6_000_000, (4,), generator=torch.Generator().manual_seed(404)).tolist():
+    tune = melody.compose_melody(seed, beats=4)[0]
+    got = transpose_with_model(TranspositionOracle(tune, -2), tune, -2)
+    assert all(isinstance(note, melody.MelodyNote) for note in got) and got == melody.transpose(tune, -2)
 ### END HIDDEN TESTS
 
+# %%
+unseen = [melody.compose_melody(seed, beats=8)[0] for seed in range(2_000_000, 2_000_010)]
+right = sum(transpose_with_model(model, tune, 3) == melody.transpose(tune, 3) for tune in unseen)
+print(f"the trained model transposes {right} of 10 unseen melodies up a minor third exactly")
+
 # %% [markdown]
-# ## Summary
+# **Exercise 4 (2 points, graded by hand): predict.** A colleague deletes the position encodings
+# from the **encoder** only (the decoder keeps its own) and retrains the transposer for as long as
+# ours. Predict, before trying it, what happens to (a) the held-out accuracy and (b) the
+# cross-attention map of section 7, and explain why in a few sentences. Write your answer in the next
+# cell.
+
+# %% answer ex4_no_positions 2
+# *Model answer and marking guide.* 1 point: without positions, self-attention is
+# permutation-equivariant, so the encoder's output for a token depends on its own content and on the
+# *set* of tokens around it, not on where it stands: two notes of the same pitch and duration get
+# identical encodings, and the melody's order is lost. Accuracy drops sharply (the decoder can still
+# learn which pitches occur and transpose them, but not in which order), most of all for melodies
+# with repeated notes. 1 point: the cross-attention map loses its diagonal band, because a decoder
+# query can find a source key only by content; it spreads over every source position that holds the
+# same token (a vertical stripe per repeated note) instead of the one at the matching place.
+
+# %% [markdown]
+# ## What you built
 # - Attention is a soft look-up: $\mathrm{softmax}(QK^\top/\sqrt{d})V$. The $\sqrt{d}$ keeps the
 #   scores at unit scale; masks (padding, causal) set blocked scores to $-\infty$.
 # - Multi-head attention runs several look-ups on slices of the model width; cross-attention takes

@@ -20,7 +20,9 @@
 # %% [markdown]
 # ## Set-up
 # The model's size comes from the preset's `transformer` settings (`tiny`: width 128, 3 layers,
-# 4 heads). With a GPU set `PRESET = "small"` and `DEVICE = "auto"`.
+# 4 heads). With a GPU set `PRESET = "small"` and `DEVICE = "auto"`. In MusicLM's picture, this
+# lesson is the stages' way of working: each is a decoder-only transformer that writes its tokens
+# one after another.
 
 # %%
 import dataclasses
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from mlm_lessons import config, melody, train, transformer, viz
+from mlm_lessons import diagrams, melody, runtime, train, transformer, viz
 from mlm_lessons.melody import BOS, EOS, PAD, VOCAB
 
 PRESET = "tiny"                 # "tiny" on a CPU; "small" on one GPU (see mlm_lessons.config)
@@ -43,15 +45,12 @@ DEVICE = "cpu"                  # "cpu", or "auto" to use a GPU when there is on
 SEED = 0
 STEPS, N_MELODIES = {"tiny": (300, 3_000), "small": (5_000, 50_000)}[PRESET]
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()
-preset = config.get_preset(PRESET)
-SAMPLE_RATE = preset.data.sample_rate
-print(f"preset {PRESET!r}: LM with d_model={preset.transformer.d_model}, {preset.transformer.n_layers} layers, "
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED, threads=2)
+preset, SAMPLE_RATE, device = run.preset, run.sample_rate, run.device
+print(f"LM with d_model={preset.transformer.d_model}, {preset.transformer.n_layers} layers, "
       f"{preset.transformer.n_heads} heads; {STEPS} training steps on {N_MELODIES} melodies")
+diagrams.musiclm_diagram(highlight="autoregressive")
+plt.show()
 
 # %% [markdown]
 # ## 1. The chain rule
@@ -137,21 +136,53 @@ print(f"{model.num_parameters():,} parameters; config: {transformer.config_dict(
 #
 # The loss is the average negative log-likelihood of each next token: cross-entropy between the
 # logits at positions $0..T-2$ and the tokens at $1..T-1$, ignoring padding. Its exponential is the
-# perplexity. The course's `Trainer` does the rest.
+# perplexity.
 
 # %%
 def lm_loss(model, batch):
+    """Mean next-token cross-entropy of a {"tokens": (batch, time)} batch, and the accuracy."""
     tokens = batch["tokens"]                                               # (batch, time)
     logits = model(tokens[:, :-1])                                         # predicts tokens[:, 1:]
     loss, accuracy = transformer.next_token_loss(logits, tokens[:, 1:], ignore_index=PAD)
     return loss, {"accuracy": accuracy}
 
+# %% [markdown]
+# ### The loop, by hand
+# Training is the five steps of lesson 00's primer, repeated over batches: draw a batch, clear the
+# gradients (`zero_grad`), compute the loss (*forward*), differentiate it (*backward*), update the
+# weights (`step`). Here they are, written out, for 40 steps on a fresh model. The loss starts at or
+# above $\log |V|$, the loss of a uniform guess over the vocabulary (an untrained model guesses a
+# little worse than uniform), and within these 40 steps it falls below the bigram's.
+
+# %%
+torch.manual_seed(SEED)
+by_hand = transformer.TransformerLM(lm_config).to(device).train()
+optimizer = torch.optim.AdamW(by_hand.parameters(), lr=2e-3)
+loader = torch.utils.data.DataLoader(train_melodies, batch_size=32, shuffle=True,
+                                     generator=torch.Generator().manual_seed(SEED))
+hand_losses = []
+for step, batch in zip(range(40), loader):
+    optimizer.zero_grad()                                        # 1. clear last step's gradients
+    loss, _ = lm_loss(by_hand, {"tokens": batch["tokens"].to(device)})  # 2. forward
+    loss.backward()                                              # 3. backward
+    optimizer.step()                                             # 4. update
+    hand_losses.append(loss.item())
+print(f"step 0: loss {hand_losses[0]:.2f} nats (log |V| = {math.log(len(VOCAB)):.2f}); "
+      f"step 39: {hand_losses[-1]:.2f}, already below the bigram's {math.log(baselines['bigram']):.2f}")
+assert hand_losses[0] > math.log(len(VOCAB)) - 0.1 and hand_losses[-1] < math.log(baselines["bigram"])
+
+# %% [markdown]
+# The course's `Trainer` (`mlm_lessons.train`) runs exactly this loop and adds what a real run
+# needs: a learning-rate warm-up and cosine decay, gradient clipping, logging, evaluation,
+# checkpoints that an interrupted run resumes from, mixed precision and several GPUs. From here on
+# we only write the loss function and hand it over.
+
+# %%
 torch.manual_seed(SEED)
 model = transformer.TransformerLM(lm_config)
 train_config = dataclasses.replace(preset.train, max_steps=STEPS, batch_size=32, learning_rate=2e-3,
                                    warmup_steps=20, log_every=20, device=DEVICE, seed=SEED)
 history = train.Trainer(model, train_config, train_melodies, lm_loss, progress=False).fit()
-device = train.resolve_device(DEVICE)
 model.eval()
 with torch.no_grad():
     test_loss, test_metrics = lm_loss(model, {"tokens": test_melodies.tokens.to(device)})
@@ -318,6 +349,14 @@ display(*players)
 # same tokens for the same random seed; only the time changes. (Rotary positions make this easy:
 # a cached key already carries the rotation of its own position.)
 #
+# The loop of generation, with and without the cache:
+
+# %%
+for use_cache in (False, True):
+    diagrams.autoregressive_loop_diagram(use_cache=use_cache)
+    plt.show()
+
+# %% [markdown]
 # Let us measure it on an untrained model of the same size with room for 400 positions (speed
 # does not depend on the weights).
 
@@ -345,13 +384,17 @@ print(f"{lengths[-1]} tokens: {lengths[-1] / seconds[False][-1]:.0f} tokens/s wi
 # The gap widens with length: at MusicLM's scale (a 30 s clip is 1,500 coarse tokens per RVQ
 # level at 50 Hz, flattened over several levels) generation without a cache would be hopeless.
 # `bench/bench_generation.py` measures 1,000 tokens on a `d_model=256`, 4-layer decoder.
-#
+
+
+# %% [markdown]
 # ## Exercises
+# The tests run your functions on small fresh models and inputs you have not seen, so compute, don't
+# copy numbers.
 #
-# **Exercise 1 (2 points).** Write `sequence_log_prob(model, tokens)`: for a batch of token
-# sequences `(batch, time)` that start with `<bos>` and may be right-padded with `<pad>`, return a
-# `(batch,)` tensor with each sequence's log-probability under the model, by the chain rule:
-# the sum over positions $t \ge 1$ of $\log p(x_t \mid x_{<t})$, skipping padding.
+# **Exercise 1 (2 points): implement.** Write `sequence_log_prob(model, tokens)`: for a batch of
+# token sequences `(batch, time)` that start with `<bos>` and may be right-padded with `<pad>`,
+# return a `(batch,)` tensor with each sequence's log-probability under the model, by the chain
+# rule: the sum over positions $t \ge 1$ of $\log p(x_t \mid x_{<t})$, skipping padding.
 
 # %% solution ex1_log_prob
 def sequence_log_prob(model, tokens):
@@ -364,25 +407,38 @@ def sequence_log_prob(model, tokens):
     ### END SOLUTION
 
 # %% tests ex1_log_prob_tests 2
-batch = test_melodies.tokens[:8].to(device)
-log_p = sequence_log_prob(model, batch)
-assert log_p.shape == (8,) and torch.all(log_p < 0)
-n_tokens = int((batch[:, 1:] != PAD).sum())
+def small_lm(seed, max_len=64):
+    """A small untrained decoder over the melody vocabulary, different for every seed."""
+    torch.manual_seed(seed)
+    return transformer.TransformerLM(transformer.TransformerLMConfig(
+        vocab_size=len(VOCAB), max_len=max_len, d_model=16, n_layers=1, n_heads=2, dropout=0.0)).eval()
+
+generator = torch.Generator().manual_seed(505)
+lm = small_lm(1)
+batch = torch.cat([torch.full((6, 1), BOS), torch.randint(PAD + 1, len(VOCAB), (6, 30), generator=generator)], dim=1)
+log_p = sequence_log_prob(lm, batch)
+assert log_p.shape == (6,) and torch.all(log_p < 0)
 with torch.no_grad():
-    mean_loss = float(lm_loss(model, {"tokens": batch})[0])
-assert abs(math.exp(-float(log_p.sum()) / n_tokens) - math.exp(mean_loss)) < 1e-2, "exp(-total log-prob / tokens) is the perplexity"
+    mean_loss = float(lm_loss(lm, {"tokens": batch})[0])
+assert abs(-float(log_p.sum()) / (6 * 30) - mean_loss) < 1e-4, "minus the total log-prob per token is the loss"
 ### BEGIN HIDDEN TESTS
-two_tokens = torch.stack([torch.tensor([BOS, token]) for token in range(1, len(VOCAB))]).to(device)
-assert 0.99 < float(sequence_log_prob(model, two_tokens).exp().sum()) <= 1.0 + 1e-4, "p(x_1 | <bos>) sums to one"
-short = batch[:1, :40]
-padded = torch.cat([short, torch.full((1, 5), PAD, device=device)], dim=1)
-assert abs(float(sequence_log_prob(model, padded)[0] - sequence_log_prob(model, short)[0])) < 1e-4, "padding adds nothing"
+lm = small_lm(2)
+two_tokens = torch.stack([torch.tensor([BOS, token]) for token in range(len(VOCAB)) if token != PAD])
+with torch.no_grad():
+    p_pad = float(torch.softmax(lm(torch.tensor([[BOS]])), dim=-1)[0, -1, PAD])   # the one row that counts 0
+assert abs(float(sequence_log_prob(lm, two_tokens).exp().sum()) + p_pad - 1.0) < 1e-4, "p(x_1 | <bos>) sums to one"
+short = torch.cat([torch.tensor([[BOS]]), torch.randint(PAD + 1, len(VOCAB), (1, 20), generator=generator)], dim=1)
+padded = torch.cat([short, torch.full((1, 5), PAD)], dim=1)
+assert abs(float(sequence_log_prob(lm, padded)[0] - sequence_log_prob(lm, short)[0])) < 1e-4, "padding adds nothing"
+with torch.no_grad():
+    by_steps = sum(torch.log_softmax(lm(short[:, :t]), dim=-1)[0, -1, short[0, t]] for t in range(1, 21))
+assert abs(float(sequence_log_prob(lm, short)[0]) - float(by_steps)) < 1e-4, "the chain rule, one factor at a time"
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 2 (3 points).** Another truncation rule, **min-p** sampling, keeps every token whose
-# probability is at least `min_p` times the probability of the most likely token, and removes the
-# rest. Write `min_p_filter(logits, min_p)` for `(batch, vocab)` logits: set removed logits to
+# **Exercise 2 (3 points): implement.** Another truncation rule, **min-p** sampling, keeps every token
+# whose probability is at least `min_p` times the probability of the most likely token, and removes
+# the rest. Write `min_p_filter(logits, min_p)` for `(batch, vocab)` logits: set removed logits to
 # `-inf` and leave the kept ones unchanged.
 
 # %% solution ex2_min_p
@@ -401,15 +457,17 @@ assert torch.equal(filtered[torch.isfinite(filtered)], logits[torch.isfinite(fil
 ### BEGIN HIDDEN TESTS
 assert torch.isfinite(min_p_filter(logits, 1.0)).sum().item() == 1 + 4
 random_logits = torch.randn(16, 50, generator=torch.Generator().manual_seed(1))
-kept = torch.isfinite(min_p_filter(random_logits, 0.2))
-assert kept.gather(-1, random_logits.argmax(-1, keepdim=True)).all(), "the most likely token is always kept"
+for min_p in (0.05, 0.2, 0.6):
+    kept = torch.isfinite(min_p_filter(random_logits, min_p))
+    probabilities = torch.softmax(random_logits, dim=-1)
+    assert torch.equal(kept, probabilities >= min_p * probabilities.max(dim=-1, keepdim=True).values)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Exercise 3 (3 points).** Write the generation loop yourself, with the cache. Implement
-# `generate_with_cache(model, prompt, n_new, temperature, generator)`: create a cache with
-# `model.new_cache(batch_size)`; call `model(prompt, cache=cache)` once; then repeat `n_new` times:
-# draw the next token from the last position's logits with
+# **Exercise 3 (3 points): implement.** Write the generation loop yourself, with the cache (the
+# second diagram of section 5). Implement `generate_with_cache(model, prompt, n_new, temperature,
+# generator)`: create a cache with `model.new_cache(batch_size)`; call `model(prompt, cache=cache)`
+# once; then repeat `n_new` times: draw the next token from the last position's logits with
 # `transformer.sample_next_token(logits, temperature, generator=generator)`, append it, and feed
 # **only that token** to `model(..., cache=cache)`. Return the prompt followed by the new tokens. With
 # the same generator seed it must give exactly what `model.generate` gives.
@@ -430,19 +488,92 @@ def generate_with_cache(model, prompt, n_new, temperature, generator):
     ### END SOLUTION
 
 # %% tests ex3_cache_loop_tests 3
-start = torch.full((4, 1), BOS, device=device)
-mine = generate_with_cache(model, start, 30, 1.0, torch.Generator(device=device).manual_seed(7))
-reference = model.generate(start, 30, temperature=1.0, generator=torch.Generator(device=device).manual_seed(7))
+lm = small_lm(3)
+start = torch.full((4, 1), BOS)
+mine = generate_with_cache(lm, start, 30, 1.0, torch.Generator().manual_seed(7))
+reference = lm.generate(start, 30, temperature=1.0, generator=torch.Generator().manual_seed(7))
 assert mine.shape == (4, 31) and torch.equal(mine, reference)
 ### BEGIN HIDDEN TESTS
-mine = generate_with_cache(model, test_melodies.tokens[:2, :5].to(device), 12, 0.7, torch.Generator(device=device).manual_seed(3))
-reference = model.generate(test_melodies.tokens[:2, :5].to(device), 12, temperature=0.7,
-                           generator=torch.Generator(device=device).manual_seed(3))
-assert torch.equal(mine, reference)
+lm = small_lm(4)
+prompt = torch.cat([torch.full((2, 1), BOS), torch.randint(PAD + 1, len(VOCAB), (2, 4), generator=generator)], dim=1)
+mine = generate_with_cache(lm, prompt, 12, 0.7, torch.Generator().manual_seed(3))
+assert torch.equal(mine, lm.generate(prompt, 12, temperature=0.7, generator=torch.Generator().manual_seed(3)))
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Summary
+# **Exercise 4 (3 points): debug.** A colleague's training loop runs without an error, yet the model
+# never learns: the loss after a hundred steps is what it was at the start. Copy it into the solution
+# cell, find the bug, and fix it (nothing else needs changing). `train_steps` runs one optimiser step
+# per batch of `batches` (each a `(batch, time)` tensor of tokens) and returns the losses.
+#
+# ```python
+# def train_steps(model, batches, optimizer):
+#     losses = []
+#     for tokens in batches:
+#         loss, _ = lm_loss(model, {"tokens": tokens})
+#         loss.backward()
+#         optimizer.zero_grad()
+#         optimizer.step()
+#         losses.append(loss.item())
+#     return losses
+# ```
+
+# %% solution ex4_debug_loop
+def train_steps(model, batches, optimizer):
+    ### BEGIN SOLUTION
+    losses = []
+    for tokens in batches:
+        optimizer.zero_grad()
+        loss, _ = lm_loss(model, {"tokens": tokens})
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+    ### END SOLUTION
+
+# %% tests ex4_debug_loop_tests 3
+def random_batches(seed, count, size=8, length=24):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.cat([torch.full((size, 1), BOS), torch.randint(PAD + 1, 30, (size, length - 1), generator=generator)],
+                      dim=1) for _ in range(count)]
+
+lm = small_lm(5).train()
+batches = random_batches(6, 20)
+losses = train_steps(lm, batches, torch.optim.AdamW(lm.parameters(), lr=1e-2))
+assert len(losses) == 20 and losses[-1] < losses[0] - 0.5, "the loss must fall"
+### BEGIN HIDDEN TESTS
+mine, reference = small_lm(8).train(), small_lm(8).train()
+batches = random_batches(9, 8)
+my_losses = train_steps(mine, batches, torch.optim.AdamW(mine.parameters(), lr=1e-3))
+reference_optimizer, reference_losses = torch.optim.AdamW(reference.parameters(), lr=1e-3), []
+for tokens in batches:
+    reference_optimizer.zero_grad()
+    loss, _ = lm_loss(reference, {"tokens": tokens})
+    loss.backward()
+    reference_optimizer.step()
+    reference_losses.append(loss.item())
+assert np.allclose(my_losses, reference_losses, atol=1e-5)
+assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(mine.parameters(), reference.parameters()))
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 5 (2 points, graded by hand): predict.** Our model beat the bigram's held-out
+# perplexity by a wide margin (section 3). Someone trains the same model on the same melodies but **without the
+# causal mask** (every position may attend to every other, in training and in generation). Predict,
+# before trying it, what happens to (a) its training loss and (b) the melodies it generates, and
+# explain why in a few sentences. Write your answer in the next cell.
+
+# %% answer ex5_no_mask 2
+# *Model answer and marking guide.* 1 point: the training loss drops far below the causal model's,
+# towards zero, because position $t$ can now read token $t+1$, the very token it is asked to predict:
+# the task becomes copying, and teacher forcing hands it the answer. 1 point: generation falls
+# apart, because at generation time the future tokens do not exist yet; the model was never trained
+# to predict from the past alone, so its next-token distributions at the last position are poor and
+# the melodies are close to random (wrong durations after pitches, no bar structure). A low
+# training loss with bad samples is the signature of a leak from the future.
+
+# %% [markdown]
+# ## What you built
 # - The chain rule turns modelling a sequence into modelling next-token distributions; the
 #   log-likelihood is a sum, perplexity its exponentiated average. Counting models (unigram,
 #   bigram) are the baselines to beat; the Transformer, which sees the whole past, beats them
