@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from timing import best_time
 
+from mlm_lessons import runtime
 from mlm_lessons.attention import causal_mask, key_padding_to_attention_mask, padding_mask, scaled_dot_product_attention
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     generator = torch.Generator().manual_seed(0)
 
     print(f"batch {args.batch}, {args.heads} heads, head_dim {args.head_dim}, float32, {args.threads} thread(s), "

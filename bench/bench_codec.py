@@ -33,6 +33,7 @@ import torch
 
 from timing import best_time
 
+from mlm_lessons import runtime
 from mlm_lessons.config import get_preset
 from mlm_lessons.datasets import SynthCapsDataset, ensure_synthcaps
 from mlm_lessons.metrics import multi_scale_mel_distance, si_snr
@@ -223,7 +224,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true", help="4 test clips, fewer repeats, tiny training step only")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} core(s), {platform.machine()} {platform.system()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); python {platform.python_version()}"

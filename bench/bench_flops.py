@@ -48,7 +48,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from mlm_lessons import config, musiclm  # noqa: E402
+from mlm_lessons import config, musiclm, runtime  # noqa: E402
 from mlm_lessons.train import make_adamw  # noqa: E402
 
 PRESETS = ("tiny", "small", "paper")
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--gpu-batch", type=int, default=8, help="windows per step of the paper stages on a GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the loss (inductor) when timing")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     where = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} core(s), {args.threads} thread(s)"

@@ -21,6 +21,7 @@ import os
 import torch
 from timing import best_time
 
+from mlm_lessons import runtime
 from mlm_lessons.transformer import TransformerLM, TransformerLMConfig
 
 TARGET_CACHE_SPEEDUP = 5.0
@@ -44,8 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs, after a warm-up run, for each path")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    runtime.seed_and_threads(0, args.threads)
     config = TransformerLMConfig(vocab_size=args.vocab, max_len=args.tokens + 1, d_model=args.d_model,
                                  n_layers=args.layers, n_heads=args.heads)
     model = TransformerLM(config).eval()

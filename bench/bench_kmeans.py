@@ -46,7 +46,7 @@ import sklearn  # noqa: E402
 import torch  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
-from mlm_lessons import quantize  # noqa: E402
+from mlm_lessons import quantize, runtime  # noqa: E402
 
 try:
     from mlm_lessons.tokenize import seeding_trials as tokenizer_seeding_trials
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-4, help="sklearn's tol")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     limits = threadpool_limits(args.threads) if threadpool_limits is not None else None
     started = time.perf_counter()
 

@@ -60,7 +60,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from timing import median_step_seconds  # noqa: E402
 
-from mlm_lessons import datasets, mulan, synth  # noqa: E402
+from mlm_lessons import datasets, mulan, runtime, synth  # noqa: E402
 from mlm_lessons.config import get_preset  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.galleries < 1:
         parser.error("--galleries must be at least 1")
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} core(s), {platform.machine()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")

@@ -27,7 +27,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from mlm_lessons import datasets, evaluation, pipeline  # noqa: E402
+from mlm_lessons import datasets, evaluation, pipeline, runtime  # noqa: E402
 from timing import best_time  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
 
     root = datasets.default_data_root()
     data = args.data or (root / "synthcaps-tiny-2400" if (root / "synthcaps-tiny-2400").exists()

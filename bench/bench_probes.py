@@ -40,7 +40,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from mlm_lessons import probes  # noqa: E402
+from mlm_lessons import probes, runtime  # noqa: E402
 from mlm_lessons.audio import load_audio  # noqa: E402
 from mlm_lessons.config import get_preset  # noqa: E402
 from mlm_lessons.datasets import ensure_synthcaps, read_synthcaps_manifest  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
             print(f"no {what} at {shown(path)}: nothing to probe. Make one with\n    {MAKE[what]}\n"
                   f"or pass --{what} PATH. Skipping the probe bench.")
             sys.exit(0)
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     if threadpool_limits is not None:
         threadpool_limits(args.threads)
     started = time.perf_counter()

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from mlm_lessons import runtime
 from mlm_lessons.metrics import codebook_usage
 from mlm_lessons.quantize import ResidualVQ
 
@@ -90,8 +91,7 @@ def main() -> None:
                         help="peer: re-seed codes whose EMA count per batch falls below this")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)  # the peer draws from torch's global generator
+    runtime.seed_and_threads(0, args.threads)  # seed 0: the peer draws from torch's global generator
 
     data = StructuredVectors(args.dim)
     held_out = data.batch(args.held_out, seed=-1)

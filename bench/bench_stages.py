@@ -26,7 +26,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from mlm_lessons import config, musiclm, soundstream  # noqa: E402
+from mlm_lessons import config, musiclm, runtime, soundstream  # noqa: E402
 
 
 def random_codes(kind: musiclm.TokenKind, batch: int, seconds: float, generator: torch.Generator) -> torch.Tensor:
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-small", action="store_true", help="time the tiny preset only")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     print(f"{os.cpu_count()} core(s), torch {torch.__version__}, {args.threads} thread(s); load average "
           f"{os.getloadavg()[0]:.1f} (other work inflates every time alike)")
 

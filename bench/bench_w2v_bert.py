@@ -32,6 +32,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from timing import median_step_seconds  # noqa: E402
 
+from mlm_lessons import runtime  # noqa: E402
 from mlm_lessons.config import get_preset  # noqa: E402
 from mlm_lessons.w2v_bert import W2VBert  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-bf16", action="store_true", help="float32 only")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    runtime.seed_and_threads(0, args.threads)
     device = torch.device(args.device)
     started = time.perf_counter()
 

@@ -36,7 +36,7 @@ class Runtime:
 
     @property
     def sample_rate(self) -> int:
-        """The course audio's sample rate in Hz (16,000 in every preset)."""
+        """The course audio's sample rate in Hz (16,000 in the course presets, 24,000 in the paper one)."""
         return self.preset.data.sample_rate
 
 

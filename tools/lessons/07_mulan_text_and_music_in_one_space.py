@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.manifold import TSNE
 
-from mlm_lessons import audio, config, datasets, diagrams, mulan, quantize, synth, viz
+from mlm_lessons import audio, config, datasets, diagrams, mulan, quantize, runtime, synth, viz
 
 # ---- the one cell to change: scale and device ------------------------------------------------
 PRESET = "tiny"          # the course scale (see mlm_lessons.config)
@@ -40,14 +40,8 @@ STEPS_SCALE = 1          # multiply the brief training (e.g. 50 on a GPU)
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(1)   # small models: one thread is about as fast, and not slowed by a busy machine
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()
-PRESET_CONFIG = config.get_preset(PRESET)
-SAMPLE_RATE = PRESET_CONFIG.data.sample_rate
-print(f"preset {PRESET!r}, device {DEVICE!r}, audio at {SAMPLE_RATE} Hz")
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED)   # seeds every generator, one CPU thread, compact figures
+PRESET_CONFIG, SAMPLE_RATE = run.preset, run.sample_rate
 diagrams.musiclm_diagram(highlight="mulan")
 plt.show()
 

@@ -34,8 +34,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mlm_lessons import (config, datasets, diagrams, metrics, mulan, musiclm, soundstream, synth, token_files,
-                         tokenize, viz)
+from mlm_lessons import (config, datasets, diagrams, metrics, mulan, musiclm, runtime, soundstream, synth,
+                         token_files, tokenize, viz)
 
 # ---- the one cell to change: scale and device ------------------------------------------------
 PRESET = "tiny"          # the course scale (see mlm_lessons.config)
@@ -44,15 +44,9 @@ STEPS_SCALE = 1          # multiply the brief training (e.g. 50 on a GPU)
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(1)   # small models: one thread is about as fast, and not slowed by a busy machine
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()
-PRESET_CONFIG = config.get_preset(PRESET)
-SAMPLE_RATE = PRESET_CONFIG.data.sample_rate
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED)   # seeds every generator, one CPU thread, compact figures
+PRESET_CONFIG, SAMPLE_RATE = run.preset, run.sample_rate
 CHECKPOINTS = datasets.default_data_root() / "checkpoints"
-print(f"preset {PRESET!r}, device {DEVICE!r}, audio at {SAMPLE_RATE} Hz")
 diagrams.musiclm_diagram(highlight="stages")
 plt.show()
 

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from IPython.display import clear_output, display
 
-from mlm_lessons import config, datasets, diagrams, evaluation, metrics, musiclm, pipeline, soundstream, synth, viz
+from mlm_lessons import (config, datasets, diagrams, evaluation, metrics, musiclm, pipeline, runtime, soundstream,
+                         synth, viz)
 from mlm_lessons.audio import load_audio
 
 # ---- the one cell to change: scale and device ------------------------------------------------
@@ -43,15 +44,9 @@ STEPS_SCALE = 1          # multiply the brief training (e.g. 50 on a GPU)
 SEED = 0
 # -----------------------------------------------------------------------------------------------
 
-np.random.seed(SEED)
-torch.manual_seed(SEED)
-torch.set_num_threads(1)   # small models: one thread is about as fast, and not slowed by a busy machine
-plt.rcParams["figure.dpi"] = 72
-viz.use_compact_inline_figures()
-PRESET_CONFIG = config.get_preset(PRESET)
-SAMPLE_RATE = PRESET_CONFIG.data.sample_rate
+run = runtime.set_up_lesson(PRESET, DEVICE, SEED)   # seeds every generator, one CPU thread, compact figures
+PRESET_CONFIG, SAMPLE_RATE = run.preset, run.sample_rate
 CHECKPOINTS = datasets.default_data_root() / "checkpoints"
-print(f"preset {PRESET!r}, device {DEVICE!r}, audio at {SAMPLE_RATE} Hz")
 diagrams.musiclm_diagram()
 plt.show()
 
@@ -337,7 +332,7 @@ result = results[SEED]
 print(result.table())
 print("\nthe generated row over the three seeds (min - max):")
 for column in result.rows["generated"]:
-    values = [run.rows["generated"][column] for run in results.values()]
+    values = [outcome.rows["generated"][column] for outcome in results.values()]
     shown = [f"{v:.0%}" if column.endswith("accuracy") else f"{v:.3f}" for v in (min(values), max(values))]
     print(f"  {column:<20} {shown[0]} - {shown[1]}")
 
@@ -364,8 +359,8 @@ for column in result.rows["generated"]:
 #   that makes new music; §6 checks that ours does not copy.
 
 # %%
-for seed, run in results.items():
-    rows = run.rows
+for seed, outcome in results.items():
+    rows = outcome.rows
     generated, real, codec_row = rows["generated"], rows["real clips"], rows["real clips through the codec"]
     shuffled, noise = rows["generated, prompts shuffled"], rows["noise"]
     assert real["instrument accuracy"] >= 0.8 and real["MCC"] > codec_row["MCC"] > noise["MCC"]
@@ -377,7 +372,7 @@ for seed, run in results.items():
     assert codec_row["MCC"] > generated["MCC"] > 0.5 * codec_row["MCC"] and generated["MCC"] > 2 * shuffled["MCC"]
     assert abs(generated["FAD MuLan"] - shuffled["FAD MuLan"]) < 1e-6 * generated["FAD MuLan"]   # row order only
     assert rows["retrieval: nearest training clip"]["MCC"] > 0.9 * real["MCC"]
-mood = {name: np.mean([run.rows[name]["mood accuracy"] for run in results.values()])
+mood = {name: np.mean([outcome.rows[name]["mood accuracy"] for outcome in results.values()])
         for name in ("generated", "generated, prompts shuffled")}
 assert mood["generated"] > max(1.8 / len(synth.MOODS), mood["generated, prompts shuffled"] + 0.05)
 print(f"every claim above holds for the three seeds (mood, mean over seeds: generated {mood['generated']:.0%}, "
@@ -427,8 +422,8 @@ for ax, key, label in ((axes[0], "nearest similarity", "cosine to the nearest tr
     ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-for seed, run in results.items():
-    mine, new_music = run.memorisation["generated"], run.memorisation["real held-out clips"]
+for seed, outcome in results.items():
+    mine, new_music = outcome.memorisation["generated"], outcome.memorisation["real held-out clips"]
     assert mine["nearest similarity"].max() < new_music["nearest similarity"].max()
     assert mine["nearest similarity"].median() < new_music["nearest similarity"].median()
     assert mine["shared run"].float().median() <= new_music["shared run"].float().median()
