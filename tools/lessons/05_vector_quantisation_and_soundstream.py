@@ -540,6 +540,11 @@ assert torch.equal(my_codes, reference_rvq.encode(sample.unsqueeze(0))[0].T), "t
 torch.testing.assert_close(my_reconstruction, reference_rvq.decode(my_codes.T.unsqueeze(0))[0])
 one_level = my_residual_encode(sample, [reference_rvq.levels[0].codebook])[1]
 assert (sample - my_reconstruction).pow(2).sum() <= (sample - one_level).pow(2).sum()
+other_rvq = quantize.ResidualVQ(6, 16, num_levels=4, kmeans_init=False, seed=7).eval()   # a fresh quantiser
+other_sample = torch.randn(23, 6, generator=torch.Generator().manual_seed(8))
+other_codes, other_reconstruction = my_residual_encode(other_sample, [level.codebook for level in other_rvq.levels])
+assert torch.equal(other_codes, other_rvq.encode(other_sample.unsqueeze(0))[0].T)
+torch.testing.assert_close(other_reconstruction, other_rvq.decode(other_codes.T.unsqueeze(0))[0])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -563,6 +568,11 @@ assert abs(float(my_si_snr(noisy_signal, signal)) - float(metrics.si_snr(noisy_s
 assert abs(float(my_si_snr(5 * noisy_signal, signal)) - float(my_si_snr(noisy_signal, signal))) < 1e-3, "scale-invariant"
 ### BEGIN HIDDEN TESTS
 assert abs(float(my_si_snr(noisy_signal + 3.0, signal)) - float(my_si_snr(noisy_signal, signal))) < 1e-3, "offset-invariant"
+generator = torch.Generator().manual_seed(9)
+for noise_level in (0.01, 0.3, 2.0):
+    reference = torch.randn(3000, generator=generator)
+    estimate = reference + noise_level * torch.randn(3000, generator=generator)
+    assert abs(float(my_si_snr(estimate, reference)) - float(metrics.si_snr(estimate, reference))) < 1e-3
 ### END HIDDEN TESTS
 
 # %% [markdown]
