@@ -183,6 +183,9 @@ def describe(obj: object) -> str:
         return MISSING
     if from_notebook(obj):
         return "defined in the notebook"
+    unwrapped = _unwrapped(obj)
+    if unwrapped is not obj:  # a library's own wrapper is what it wraps (notebook code inside is still found)
+        return describe(unwrapped)
     if isinstance(obj, types.ModuleType):
         return f"module {obj.__name__} ({getattr(obj, '__file__', None) or 'built in'})"
     kind = type(obj)
@@ -192,6 +195,22 @@ def describe(obj: object) -> str:
     where = f" in {code.co_filename}" if code is not None else ""
     return (f"{kind.__module__}.{kind.__qualname__} {getattr(obj, '__module__', None)}."
             f"{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}{where}")
+
+
+def _unwrapped(obj: object) -> object:
+    """The function a ``functools.wraps`` wrapper wraps, through every layer; ``obj`` itself otherwise.
+
+    Libraries wrap some of their own functions while they run: importing ``torch._dynamo``, which training
+    does, replaces ``torch.manual_seed`` with a wrapper defined in ``torch/_compile.py``. Described by its
+    wrapper, a test cell's ``torch.manual_seed`` would differ from the fresh interpreter's and the grader
+    would score an honest submission 0.
+    """
+    if not callable(obj):
+        return obj
+    try:
+        return inspect.unwrap(obj)
+    except ValueError:  # a cycle of __wrapped__ attributes
+        return obj
 
 
 def from_notebook(obj: object) -> bool:

@@ -44,3 +44,17 @@ def test_code_compiled_from_a_cell_is_from_the_notebook_and_library_code_is_not(
     assert not from_notebook(namespace["helper"])
     assert not any(from_notebook(obj) for obj in (abs, math.isclose, pathlib.Path, describe, print))
     assert describe(resolve("isclose", namespace)) == "defined in the notebook"
+
+
+def test_a_library_wrapper_is_described_as_what_it_wraps_and_a_wrapped_cell_function_is_still_found():
+    """torch replaces ``torch.manual_seed`` with a ``functools.wraps`` wrapper of its own once ``torch._dynamo``
+    loads (training does): an honest test cell reading it must not look like a cheat. A library wrapper around
+    code from a cell must still be found."""
+    import torch
+
+    assert describe(torch._disable_dynamo(torch.random.manual_seed)) == describe(torch.random.manual_seed)
+    cell_file = os.path.join(tempfile.gettempdir(), "ipykernel_4242", "77.py")
+    namespace = {}
+    exec(compile("def manual_seed(seed):\n    return None\n", cell_file, "exec"), namespace)
+    assert describe(torch._disable_dynamo(namespace["manual_seed"])) == "defined in the notebook"
+
