@@ -26,7 +26,8 @@ NOTEBOOK_TOOLING = ("nbgrader", "nbclient", "nbformat", "nbconvert")
 def test_only_the_notebook_commands_load_the_notebook_tooling():
     """nbgrader and nbclient take seconds to import and may be missing on a training machine: `train`, `generate`
     and the rest must not need them; `assignments` must still find them."""
-    program = ("import sys\nfrom mlm_lessons import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    program = ("import sys\nfrom mlm_lessons import cli\n"
+               "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
                "print(sorted({m.split('.')[0] for m in sys.modules} & set(%r)))" % (NOTEBOOK_TOOLING,))
     loaded = {}
     for command in (["train", "--help"], ["generate", "--help"], ["assignments", "grade", "--help"]):
