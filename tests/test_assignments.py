@@ -16,7 +16,6 @@ Two kinds of notebook are checked:
 import argparse
 import ast
 import copy
-import importlib.util
 import io
 import json
 import shutil
@@ -27,6 +26,7 @@ import pytest
 
 from mlm_lessons import assignments
 from mlm_lessons.notebook_runner import execute_notebook
+from _build_notebook import build_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "assignments" / "scales.ipynb"
@@ -115,9 +115,6 @@ def test_student_version_hides_solutions_hidden_tests_and_outputs(instructor_pat
 def test_an_answer_marker_makes_a_manually_graded_answer_that_students_never_see(tmp_path):
     """``# %% answer ID POINTS`` in a lesson source: nbgrader's manually graded answer (a prose cell with
     points), whose model answer the student version replaces by nbgrader's prompt; the lesson still validates."""
-    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
-    build_notebook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_notebook)
     source = ("# %%\nx = 1\n"
               "# %% answer ex1_why 3\n# Model answer: because the *octave* doubles the frequency.\n")
     instructor = nbformat.v4.new_notebook(cells=build_notebook.parse_cells(source))

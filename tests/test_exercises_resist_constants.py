@@ -27,7 +27,6 @@ import builtins
 import contextlib
 import copy
 import functools
-import importlib.util
 import pickle
 import random
 import signal
@@ -41,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from _build_notebook import build_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON_SOURCES = sorted((ROOT / "tools" / "lessons").glob("0[0-9]_*.py"))
@@ -51,9 +51,6 @@ RUN_TIME_LIMIT_S = 20.0
 VALUES_PER_FUNCTION = 4
 """Distinct recorded return values tried per function, spread from the first call to the last."""
 
-_spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
-build_notebook = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_notebook)
 
 
 # --- the lesson as cells, and the exercises in it ------------------------------------------------

@@ -8,7 +8,6 @@
 * each notebook is stored as JupyterLab saves it, so opening a lesson does not change it.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -19,14 +18,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _build_notebook import build_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON_SOURCES = sorted((ROOT / "tools" / "lessons").glob("*.py"))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
-spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
-build_notebook = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build_notebook)
 
 
 def test_every_lesson_source_has_a_notebook_and_back():
