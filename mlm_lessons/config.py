@@ -66,11 +66,19 @@ class CodecConfig:
     ``data.sample_rate / tokens.soundstream_frame_rate`` (checked when a codec is built).
     """
 
+    # The defaults are the paper's design; a file saved before a field existed loads with its default.
+    encoder: str = "seanet"                # "seanet" (strided convolutions on samples) | "mel" (ConvNeXt on log-mel)
+    decoder: str = "seanet"                # "seanet" (transposed convolutions) | "istft" (ConvNeXt + iSTFT, Vocos)
+    quantizer: str = "ema"                 # "ema" (SoundStream's RVQ) | "factorised" (DAC's unit codes)
+    discriminators: str = "soundstream"    # "soundstream" (multi-scale waveform + STFT) | "vocos" (periods + STFTs)
     channels: int = 32                     # SEANet width after the first convolution; doubles per stride
     strides: tuple[int, ...] = (2, 4, 5, 8)   # encoder down-sampling factors; product = samples per frame
+    convnext_dim: int = 128                # width of the "mel" encoder's and "istft" decoder's ConvNeXt blocks
+    convnext_blocks: int = 4               # ConvNeXt blocks in each of them
     latent_dim: int = 128                  # dimension of the vectors the RVQ quantises
+    code_dim: int = 8                      # "factorised": length of each level's unit codes
     quantizer_dropout: bool = True         # train with a random number of levels per example
-    ema_decay: float = 0.99                # codebook EMA decay
+    ema_decay: float = 0.99                # "ema": codebook EMA decay
     dead_code_steps: int = 20              # re-seed a code unused for this many training steps (0 = never)
     commitment_weight: float = 1.0         # beta in ||z - sg(q)||^2
     discriminator_channels: int = 16       # width of the first layer of each discriminator
@@ -84,6 +92,14 @@ class CodecConfig:
 
     def __post_init__(self) -> None:  # from a checkpoint or JSON, a tuple arrives as a list
         object.__setattr__(self, "strides", tuple(self.strides))
+        for field, allowed in CODEC_CHOICES.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"codec.{field} must be one of {', '.join(map(repr, allowed))}, got "
+                                 f"{getattr(self, field)!r}")
+
+
+CODEC_CHOICES = {"encoder": ("seanet", "mel"), "decoder": ("seanet", "istft"), "quantizer": ("ema", "factorised"),
+                 "discriminators": ("soundstream", "vocos")}
 
 
 @dataclass(frozen=True)

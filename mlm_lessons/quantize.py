@@ -611,3 +611,183 @@ class ResidualVQ(nn.Module):
         rank = dist.get_rank() if world_size > 1 else 0
         draws = torch.randint(1, num_levels + 1, (batch * world_size,), generator=generator, device=device)
         return draws[rank * batch:(rank + 1) * batch]  # this rank's slice of the global batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# 9. Factorised, normalised codes (DAC)
+
+
+class FactorisedVectorQuantizer(nn.Module):
+    """One level of :class:`FactorisedResidualVQ`: the lookup happens in a small space, on the unit sphere.
+
+    Kumar et al. (2023, the Descript Audio Codec) found two changes that keep every code of an RVQ in use
+    and make each level's codes count. **Factorised codes**: a linear map takes the ``dim``-vector down to
+    ``code_dim`` numbers (8, say) before the lookup, and another takes the chosen code back up; in 8
+    dimensions 256 codes tile the space finely, where in 64 most of a codebook lies far from every vector.
+    **Normalised codes**: both the projected vector and the codes are scaled to length 1, so the nearest
+    code is the one at the smallest angle, and a vector's size, which varies with loudness, cannot leave it
+    far from every code. The codebook is a parameter learnt by the optimiser (codebook loss), and the
+    projections learn through the straight-through estimator (item 2 of the module docstring).
+
+    Args:
+        dim: length of the vectors this level quantises (the codec's latent).
+        codebook_size: codes ``K``.
+        code_dim: length of the codes.
+        commitment_weight: ``beta`` of the commitment loss (0.25 in DAC).
+        dead_code_steps: re-seed a code unused for this many training steps on a projected vector of the
+            batch (0: never).
+        seed: seeds the initial codebook and projections, and with the step the re-seeding draws.
+
+    State: ``codebook`` ``(K, code_dim)``, the projections, ``steps_unused`` ``(K,)`` and ``step`` ``()``.
+    """
+
+    def __init__(self, dim: int, codebook_size: int, code_dim: int, *, commitment_weight: float = 0.25,
+                 dead_code_steps: int = 0, seed: int = 0):
+        super().__init__()
+        if dim < 1 or codebook_size < 1 or code_dim < 1:
+            raise ValueError(f"dim, codebook_size and code_dim must be >= 1, got {dim}, {codebook_size}, {code_dim}")
+        if commitment_weight < 0 or dead_code_steps < 0:
+            raise ValueError(f"commitment_weight and dead_code_steps must be >= 0, got {commitment_weight} and "
+                             f"{dead_code_steps}")
+        self.dim, self.codebook_size, self.code_dim = dim, codebook_size, code_dim
+        self.commitment_weight, self.dead_code_steps, self.seed = commitment_weight, dead_code_steps, seed
+        generator = torch.Generator().manual_seed(seed)
+        self.project_in, self.project_out = nn.Linear(dim, code_dim), nn.Linear(code_dim, dim)
+        for layer in (self.project_in, self.project_out):
+            bound = layer.in_features ** -0.5
+            nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+            nn.init.zeros_(layer.bias)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim, generator=generator))
+        self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.int64))
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"
+
+    def unit_codes(self) -> torch.Tensor:
+        """``(K, code_dim)``: the codebook's rows scaled to length 1."""
+        return F.normalize(self.codebook, dim=-1)
+
+    def _project(self, residual: torch.Tensor) -> torch.Tensor:
+        """``(batch, frames, dim)`` -> ``(batch, frames, code_dim)`` unit vectors."""
+        return F.normalize(self.project_in(residual), dim=-1)
+
+    def _lookup(self, projected: torch.Tensor) -> torch.Tensor:
+        """Unit vectors ``(batch, frames, code_dim)`` -> codes ``(batch, frames)``: the largest cosine."""
+        return (projected.detach() @ self.unit_codes().detach().T).argmax(-1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(batch, frames)`` codes -> ``(batch, frames, dim)``: each unit code mapped back up."""
+        return self.project_out(F.embedding(codes.long(), self.unit_codes()))
+
+    @torch.no_grad()
+    def _learn(self, projected: torch.Tensor, codes: torch.Tensor) -> int:
+        """Count the step and re-seed dead codes on random projected vectors; returns how many."""
+        flat = projected.detach().reshape(-1, self.code_dim)
+        counts = _sum_over_ranks(torch.bincount(codes.reshape(-1), minlength=self.codebook_size).float())
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        generator = _step_generator(self.seed, int(self.step), flat.device)
+        self.step.add_(1)
+        dead = self.steps_unused >= self.dead_code_steps
+        num_dead = int(dead.sum()) if self.dead_code_steps else 0
+        if num_dead:
+            candidates = _rows_of_all_ranks(flat)
+            picks = torch.randint(len(candidates), (num_dead,), generator=generator, device=flat.device)
+            # Through .data: this step's graph still holds the codebook, and autograd refuses a tensor it
+            # needs that was changed in place; the re-seeded codes' gradient of this step is simply stale.
+            self.codebook.data[dead] = candidates[picks]
+            self.steps_unused[dead] = 0
+        return num_dead
+
+
+class FactorisedResidualVQ(ResidualVQ):
+    """A :class:`ResidualVQ` whose levels are :class:`FactorisedVectorQuantizer`: same calls, same shapes.
+
+    Each level projects the residual down, picks the unit code at the smallest angle and maps it back up;
+    the next level quantises what is left, ``r_{l+1} = r_l - out_l(code_l)``. Unlike :class:`ResidualVQ`,
+    the straight-through estimator is applied per level, in the code space (``u + sg(c - u)`` for the
+    projected unit vector ``u`` and its code ``c``), so that both projections learn; the loss sums each
+    level's codebook loss ``||sg(u) - c||^2`` and ``commitment_weight`` times its commitment loss
+    ``||u - sg(c)||^2``. Quantiser dropout works as in :class:`ResidualVQ`.
+
+    Args:
+        dim, codebook_size, num_levels, quantizer_dropout, seed: as for :class:`ResidualVQ`.
+        code_dim: length of each level's codes.
+        **vq_kwargs: passed to every level (``commitment_weight``, ``dead_code_steps``).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, num_levels: int, *, code_dim: int = 8,
+                 quantizer_dropout: bool = False, seed: int = 0, **vq_kwargs):
+        nn.Module.__init__(self)
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        self.dim, self.codebook_size, self.num_levels, self.code_dim = dim, codebook_size, num_levels, code_dim
+        self.quantizer_dropout, self.seed = quantizer_dropout, seed
+        self.levels = nn.ModuleList(FactorisedVectorQuantizer(dim, codebook_size, code_dim, seed=seed + level,
+                                                              **vq_kwargs)
+                                    for level in range(num_levels))
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor, num_levels: int | None = None) -> QuantizerOutput:
+        """Quantise ``x`` (batch, frames, dim) with the first ``num_levels`` levels (default: all)."""
+        num_levels = self._checked_num_levels(num_levels)
+        _check_vectors(x, self.dim, "FactorisedResidualVQ")
+        with torch.autocast(x.device.type, enabled=False):
+            residual = x.float()
+            levels_per_example = self._levels_per_example(x.shape[0], num_levels, x.device)
+            total = torch.zeros_like(residual)
+            loss, commitment = residual.new_zeros(()), residual.new_zeros(())
+            codes, metrics, replaced = [], {}, 0
+            for index, level in enumerate(self.levels[:num_levels]):
+                keep = (levels_per_example > index).float()
+                projected = level._project(residual)                       # (batch, frames, code_dim), unit
+                level_codes = level._lookup(projected)
+                chosen = F.embedding(level_codes, level.unit_codes())      # carries the codebook's gradient
+                level_commitment = _mean_per_example((projected - chosen.detach()).pow(2), keep)
+                codebook_loss = _mean_per_example((projected.detach() - chosen).pow(2), keep)
+                decoded = level.project_out(projected + (chosen - projected).detach())   # straight-through
+                total = total + decoded * keep[:, None, None]
+                residual = residual - decoded
+                loss = loss + codebook_loss + level.commitment_weight * level_commitment
+                commitment = commitment + level_commitment.detach()
+                if self.training:
+                    replaced += level._learn(projected, level_codes)
+                codes.append(level_codes)
+                metrics[f"perplexity/{index}"] = codebook_perplexity(level_codes, self.codebook_size)
+                metrics[f"usage/{index}"] = codebook_usage(level_codes, self.codebook_size)
+        if self.training:
+            self.step.add_(1)
+        metrics = {"commitment": commitment, "replaced_codes": float(replaced), **metrics}
+        return QuantizerOutput(total.to(x.dtype), torch.stack(codes, dim=1), loss, _scalar_tensors(metrics, x.device))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
+        """``(batch, frames, dim)`` -> ``(batch, num_levels, frames)`` int64 codes. Never learns."""
+        num_levels = self._checked_num_levels(num_levels)
+        _check_vectors(x, self.dim, "FactorisedResidualVQ.encode")
+        residual, codes = x.float(), []
+        for level in self.levels[:num_levels]:
+            level_codes = level._lookup(level._project(residual))
+            residual = residual - level.decode(level_codes)
+            codes.append(level_codes)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(batch, L, frames)`` integer codes, ``L <= num_levels`` -> ``(batch, frames, dim)`` float32."""
+        _check_codes(codes, self.codebook_size, f"(batch, levels <= {self.num_levels}, frames)", 3,
+                     "FactorisedResidualVQ.decode")
+        if not 1 <= codes.shape[1] <= self.num_levels:
+            raise ValueError(f"FactorisedResidualVQ.decode got codes for {codes.shape[1]} levels, but it has "
+                             f"{self.num_levels}; codes are (batch, levels, frames), transpose them if levels "
+                             "is last")
+        return sum(level.decode(codes[:, index]) for index, level in enumerate(self.levels[:codes.shape[1]]))
+
+    @torch.no_grad()
+    def residual_errors(self, x: torch.Tensor) -> torch.Tensor:
+        """``(num_levels,)``: the mean squared error of ``x``'s reconstruction after 1, 2, ... levels."""
+        _check_vectors(x, self.dim, "FactorisedResidualVQ.residual_errors")
+        residual, errors = x.float(), []
+        for level in self.levels:
+            residual = residual - level.decode(level._lookup(level._project(residual)))
+            errors.append(residual.pow(2).mean())
+        return torch.stack(errors)

@@ -44,8 +44,10 @@ def seed_and_threads(seed: int, threads: int) -> None:
     """Seed Python's, NumPy's and PyTorch's global generators with ``seed``; use ``threads`` CPU threads.
 
     ``threads`` is capped at the machine's core count, so a lesson written for two cores still runs on
-    one. The small models of the course are about as fast on one thread, and one thread is not slowed
-    down when the machine is busy: that is why lessons from 03 on use one.
+    one, and at ``OMP_NUM_THREADS`` where that is set to a positive integer, the usual way to ask a
+    numerical program for fewer threads (the float-kernels check runs every lesson with it set to 1, as
+    on a one-core laptop). The small models of the course are about as fast on one thread, and one
+    thread is not slowed down when the machine is busy: that is why lessons from 03 on use one.
 
     Raises:
         ValueError: for a negative seed or fewer than one thread (both would fail later, less clearly).
@@ -57,7 +59,14 @@ def seed_and_threads(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(min(threads, os.cpu_count() or 1))
+    torch.set_num_threads(min(threads, available_threads()))
+
+
+def available_threads() -> int:
+    """The machine's core count, or ``OMP_NUM_THREADS`` where that asks for fewer; 1 where neither is known."""
+    cores = os.cpu_count() or 1
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cores, int(asked)) if asked.isdigit() and int(asked) > 0 else cores
 
 
 def set_up_lesson(preset: str = "tiny", device: str = "cpu", seed: int = 0, threads: int = 1,

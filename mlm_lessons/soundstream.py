@@ -62,7 +62,8 @@ from mlm_lessons.datasets import AudioCrops
 from mlm_lessons.audio import AudioError, as_tensor, log_mel
 from mlm_lessons.config import CodecConfig, Config
 from mlm_lessons.metrics import multi_scale_mel_distance
-from mlm_lessons.quantize import ResidualVQ
+from mlm_lessons.quantize import FactorisedResidualVQ, ResidualVQ
+from mlm_lessons.time_frequency import ISTFTDecoder, MelEncoder
 from mlm_lessons.train import (Trainer, half_state_dict, load_checkpoint, load_half_state_dict, save_atomically,
                                saved_config_section)
 
@@ -191,12 +192,25 @@ class SoundStream(nn.Module):
         self.sample_rate, self.frame_rate, self.hop_length = sample_rate, frame_rate, hop_length
         self.num_levels, self.codebook_size = num_levels, codebook_size
         self.codec_config = codec
-        self.encoder = Encoder(codec.channels, codec.strides, codec.latent_dim)
-        self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels,
-                                    quantizer_dropout=codec.quantizer_dropout, decay=codec.ema_decay,
-                                    commitment_weight=codec.commitment_weight,
-                                    dead_code_steps=codec.dead_code_steps, seed=seed)
-        self.decoder = Decoder(codec.channels, codec.strides, codec.latent_dim)
+        if codec.encoder == "mel":
+            self.encoder = MelEncoder(sample_rate, hop_length, codec.latent_dim, codec.convnext_dim,
+                                      codec.convnext_blocks)
+        else:
+            self.encoder = Encoder(codec.channels, codec.strides, codec.latent_dim)
+        if codec.quantizer == "factorised":
+            self.quantizer = FactorisedResidualVQ(codec.latent_dim, codebook_size, num_levels, code_dim=codec.code_dim,
+                                                  quantizer_dropout=codec.quantizer_dropout,
+                                                  commitment_weight=codec.commitment_weight,
+                                                  dead_code_steps=codec.dead_code_steps, seed=seed)
+        else:
+            self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels,
+                                        quantizer_dropout=codec.quantizer_dropout, decay=codec.ema_decay,
+                                        commitment_weight=codec.commitment_weight,
+                                        dead_code_steps=codec.dead_code_steps, seed=seed)
+        if codec.decoder == "istft":
+            self.decoder = ISTFTDecoder(hop_length, codec.latent_dim, codec.convnext_dim, codec.convnext_blocks)
+        else:
+            self.decoder = Decoder(codec.channels, codec.strides, codec.latent_dim)
 
     @classmethod
     def from_config(cls, config: Config) -> "SoundStream":
@@ -416,23 +430,77 @@ class STFTDiscriminator(nn.Module):
         return self.to_logits(x), features
 
 
-class CodecTraining(nn.Module):
-    """The codec and its two discriminators in one module, as the :class:`~mlm_lessons.train.Trainer`
-    wants it; after training, ``.codec`` is all that is kept."""
+class PeriodDiscriminator(nn.Module):
+    """HiFi-GAN's discriminator of one period ``p`` (Kong et al., 2020): the samples are folded into ``p``
+    columns, ``(batch, 1, samples / p, p)``, and 2-D convolutions of width 1 run down each column, so every
+    column sees the samples ``p`` apart: a periodic structure (a pitch whose period is a multiple of ``p``)
+    shows as a pattern down the columns, which a waveform discriminator would need a wide field to see.
 
-    def __init__(self, codec: SoundStream, discriminator_channels: int = 16):
+    ``(batch, 1, samples) -> (logits (batch, 1, rows', p), [feature maps])``.
+    """
+
+    def __init__(self, period: int, channels: int = 16):
+        super().__init__()
+        self.period = period
+        widths = [1, channels, 4 * channels, 16 * channels, 16 * channels]
+        self.layers = nn.ModuleList(nn.Conv2d(before, after, (5, 1), stride=(3, 1) if index < 3 else 1,
+                                              padding=(2, 0))
+                                    for index, (before, after) in enumerate(zip(widths, widths[1:])))
+        self.to_logits = nn.Conv2d(widths[-1], 1, (3, 1), padding=(1, 0))
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        batch, _, samples = audio.shape
+        audio = F.pad(audio, (0, -samples % self.period), mode="reflect")
+        x = audio.view(batch, 1, -1, self.period)
+        features = []
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2)
+            features.append(x)
+        return self.to_logits(x), features
+
+
+PERIODS = (2, 3, 5, 7, 11)                  # HiFi-GAN's: primes, so that the periods overlap little
+STFT_DISCRIMINATOR_SIZES = (256, 512, 1024)  # FFT sizes of the "vocos" set's STFT discriminators (hop n_fft / 4)
+
+
+class CodecTraining(nn.Module):
+    """The codec and its discriminators in one module, as the :class:`~mlm_lessons.train.Trainer` wants it;
+    after training, ``.codec`` is all that is kept.
+
+    ``CodecConfig.discriminators`` picks the set: ``"soundstream"`` is the paper's (a multi-resolution waveform
+    discriminator and one STFT discriminator); ``"vocos"`` is what Vocos and DAC use beside a spectrogram
+    decoder: one :class:`PeriodDiscriminator` per period of ``PERIODS``, and an :class:`STFTDiscriminator` at
+    each FFT size of ``STFT_DISCRIMINATOR_SIZES``, which together judge the phase the decoder predicts.
+    """
+
+    def __init__(self, codec: SoundStream, discriminator_channels: int = 16, discriminators: str = "soundstream"):
         super().__init__()
         self.codec = codec
-        self.waveform_discriminator = MultiResolutionDiscriminator(discriminator_channels)
-        self.stft_discriminator = STFTDiscriminator(discriminator_channels)
+        if discriminators == "vocos":
+            self.period_discriminators = nn.ModuleList(PeriodDiscriminator(period, discriminator_channels)
+                                                       for period in PERIODS)
+            self.stft_discriminators = nn.ModuleList(STFTDiscriminator(discriminator_channels, n_fft, n_fft // 4)
+                                                     for n_fft in STFT_DISCRIMINATOR_SIZES)
+        else:
+            self.waveform_discriminator = MultiResolutionDiscriminator(discriminator_channels)
+            self.stft_discriminator = STFTDiscriminator(discriminator_channels)
 
     @classmethod
     def from_config(cls, config: Config) -> "CodecTraining":
-        return cls(SoundStream.from_config(config), config.codec.discriminator_channels)
+        return cls(SoundStream.from_config(config), config.codec.discriminator_channels, config.codec.discriminators)
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """Every parameter outside the codec: what the discriminators' optimiser updates."""
+        return [parameter for name, parameter in self.named_parameters() if not name.startswith("codec.")]
 
     def discriminate(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
         """Every discriminator's logits and feature maps for ``(batch, samples)`` audio."""
-        outputs = self.waveform_discriminator(audio.unsqueeze(1)) + [self.stft_discriminator(audio.unsqueeze(1))]
+        audio = audio.unsqueeze(1)
+        if hasattr(self, "period_discriminators"):
+            outputs = [discriminator(audio) for discriminator in [*self.period_discriminators,
+                                                                  *self.stft_discriminators]]
+        else:
+            outputs = self.waveform_discriminator(audio) + [self.stft_discriminator(audio)]
         return [logits for logits, _ in outputs], [features for _, features in outputs]
 
 
@@ -601,8 +669,8 @@ def train_codec(config: Config, clips: Sequence[torch.Tensor], out_dir: str | os
     training = CodecTraining.from_config(config)
     objectives, starts = codec_objectives(config.codec, config.data.sample_rate)
     betas = (0.5, 0.9)  # as in SoundStream and most audio GANs: less momentum, a quicker game
-    discriminators = [*training.waveform_discriminator.parameters(), *training.stft_discriminator.parameters()]
-    optimizers = {"discriminator": torch.optim.Adam(discriminators, lr=config.train.learning_rate, betas=betas),
+    optimizers = {"discriminator": torch.optim.Adam(training.discriminator_parameters(), lr=config.train.learning_rate,
+                                                    betas=betas),
                   "codec": torch.optim.Adam(training.codec.parameters(), lr=config.train.learning_rate,
                                             betas=betas)}
     trainer = Trainer(training, config, data, objectives, optimizers=optimizers, out_dir=out_dir,

@@ -61,14 +61,24 @@ def test_set_up_lesson_seeds_like_seed_and_threads():
 @pytest.mark.parametrize("cores, asked, used", [(4, 1, 1), (4, 2, 2), (1, 2, 1), (2, 64, 2), (None, 4, 1)])
 def test_threads_are_set_and_capped_at_the_core_count(monkeypatch, cores, asked, used):
     """torch uses the threads asked for, at most the machine's cores, and one where the count is unknown (None)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     runtime.seed_and_threads(0, asked)
     assert torch.get_num_threads() == used
 
 
+@pytest.mark.parametrize("setting, used", [("1", 1), ("3", 3), ("64", 4), ("0", 4), ("two", 4), ("", 4)])
+def test_omp_num_threads_lowers_the_cap(monkeypatch, setting, used):
+    """OMP_NUM_THREADS, where a positive integer, caps the threads below the cores; anything else is ignored."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", setting)
+    runtime.seed_and_threads(0, 8)
+    assert torch.get_num_threads() == used
+
+
 def test_threads_on_this_machine_are_capped():
     """On the real core count, asking for more threads than cores uses every core and no more."""
-    cores = os.cpu_count() or 1
+    cores = runtime.available_threads()
     runtime.seed_and_threads(0, cores + 1)
     assert torch.get_num_threads() == cores
 

@@ -186,3 +186,77 @@ def test_the_shipped_codec_loads_and_is_the_one_the_documented_command_makes():
     assert codec.config_dict() == soundstream.SoundStream.from_config(config.get_preset("tiny")).config_dict(), (
         "the tiny preset's codec changed: retrain data/checkpoints/soundstream-tiny.pt with the command in README.md")
     assert codec.encode(torch.zeros(3_200)).shape == (1, 4, 10)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The time-frequency design: log-mel encoder, factorised codes, iSTFT decoder, Vocos's discriminators
+
+TIME_FREQUENCY = dict(encoder="mel", decoder="istft", quantizer="factorised", discriminators="vocos",
+                      convnext_dim=16, convnext_blocks=1, code_dim=4)
+
+
+def test_the_time_frequency_codec_has_the_same_calls_shapes_and_bitrate():
+    torch.manual_seed(0)
+    seanet = soundstream.SoundStream.from_config(micro_config()).eval()
+    codec = soundstream.SoundStream.from_config(micro_config(**TIME_FREQUENCY)).eval()
+    assert codec.bitrate == seanet.bitrate == 50 * 4 * 5                     # 32 codes: 5 bits a code
+    audio = torch.stack(clips(2))                                            # 25 frames of 320 samples
+    codes = codec.encode(audio)
+    assert codes.shape == seanet.encode(audio).shape == (2, 4, 25)
+    assert codec.decode(codes).shape == (2, 8000) and codec.decode(codes[:, :1]).shape == (2, 8000)
+    output = codec.train()(audio)
+    assert output.audio.shape == (2, 8000) and output.quantizer_loss.requires_grad
+
+
+def test_the_time_frequency_codec_saves_loads_and_an_old_file_loads_as_the_papers_design(codec, tmp_path):
+    torch.manual_seed(0)
+    new = soundstream.SoundStream.from_config(micro_config(**TIME_FREQUENCY)).eval()
+    loaded = soundstream.SoundStream.load(new.save(tmp_path / "codec.pt"))
+    audio = torch.stack(clips(1))
+    assert isinstance(loaded.decoder, soundstream.ISTFTDecoder) and torch.equal(loaded.encode(audio), new.encode(audio))
+    torch.testing.assert_close(loaded.reconstruct(audio), new.reconstruct(audio), atol=2e-3, rtol=0)
+    payload = torch.load(codec.save(tmp_path / "seanet.pt"), weights_only=True)
+    for field in ("encoder", "decoder", "quantizer", "discriminators", "convnext_dim", "convnext_blocks", "code_dim"):
+        del payload["config"]["codec"][field]                    # a file written before these fields existed
+    save_atomically(payload, tmp_path / "old.pt")
+    old = soundstream.SoundStream.load(tmp_path / "old.pt")
+    assert isinstance(old.decoder, soundstream.Decoder) and torch.equal(old.encode(audio), codec.encode(audio))
+    with pytest.raises(ValueError, match="codec.decoder must be one of 'seanet', 'istft', got 'vocoder'"):
+        micro_config(decoder="vocoder")
+
+
+@pytest.mark.parametrize("name, audio", [("100 samples, shorter than one window", torch.rand(100) - 0.5),
+                                         ("silence", torch.zeros(4000)), ("clipped", torch.randn(4000).clamp(-1, 1))])
+def test_the_time_frequency_codec_reconstructs_short_silent_and_clipped_audio(name, audio):
+    torch.manual_seed(0)
+    codec = soundstream.SoundStream.from_config(micro_config(**TIME_FREQUENCY)).eval()
+    out = codec.reconstruct(audio)
+    assert out.shape == (1, len(audio)) and torch.isfinite(out).all(), name
+    with pytest.raises(AudioError, match="works at 16000 Hz but the audio is at 24000 Hz"):
+        codec.reconstruct(audio, sample_rate=24_000)
+
+
+def test_vocos_discriminators_judge_every_period_and_resolution_and_train():
+    preset = micro_config(**TIME_FREQUENCY)
+    training = soundstream.CodecTraining.from_config(preset)
+    real, fake = torch.stack(clips(2)), torch.randn(2, 8000) * 0.1
+    real_logits, real_features = training.discriminate(real)
+    fake_logits, fake_features = training.discriminate(fake)
+    assert len(real_logits) == len(soundstream.PERIODS) + len(soundstream.STFT_DISCRIMINATOR_SIZES)
+    assert [logits.shape[-1] for logits in real_logits[:len(soundstream.PERIODS)]] == list(soundstream.PERIODS)
+    from mlm_lessons import gan
+    assert gan.discriminator_loss(real_logits, fake_logits).item() > 0
+    assert gan.feature_matching_loss(real_features, fake_features).item() > 0
+    codec_names = {name for name, _ in training.codec.named_parameters()}
+    assert len(training.discriminator_parameters()) == len(list(training.parameters())) - len(codec_names)
+
+    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, log_every=1, checkpoint_every=0))
+    held_out = torch.stack(clips(4, seed=5))
+
+    def held_out_loss(codec):
+        return soundstream.multi_scale_mel_loss(codec.eval().reconstruct(held_out), held_out, SAMPLE_RATE).item()
+
+    torch.manual_seed(preset.train.seed)                    # train_codec builds the same codec from this seed
+    before = held_out_loss(soundstream.SoundStream.from_config(preset))
+    training, history = soundstream.train_codec(preset, clips(8), steps=30, progress=False)
+    assert held_out_loss(training.codec) < 0.95 * before and "codec/adversarial" in history[-1]
