@@ -8,6 +8,7 @@
 * each notebook is stored as JupyterLab saves it, so opening a lesson does not change it.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from _build_notebook import build_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +127,21 @@ def test_make_lab_trusts_the_lessons_before_opening_them(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "jupyter", "trust", str(lesson)], check=True, env=os.environ,
                    capture_output=True)
     assert NotebookNotary().check_signature(nbformat.read(lesson, as_version=4))
+
+
+def test_the_float_kernels_check_runs_what_make_test_runs_under_every_supported_setting():
+    """tools/check_float_kernels.py runs the unit tests and nbval with the Makefile's own flags, under each
+    ATEN_CPU_CAPABILITY this CPU can run (``default`` first, never one above the CPU's own)."""
+    spec = importlib.util.spec_from_file_location("check_float_kernels", ROOT / "tools" / "check_float_kernels.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    makefile = (ROOT / "Makefile").read_text()
+    nbval_flags = re.search(r"^nbval:.*\n\t\$\(PY\) -m pytest (.+) notebooks/ -q$", makefile, re.M).group(1).split()
+    (unit_name, unit), (_, lessons) = check.commands(["03", "05"], unit=True)
+    assert unit[1:4] == ["-m", "pytest", "tests/"]
+    assert lessons[3:3 + len(nbval_flags)] == nbval_flags
+    assert [Path(path).name[:2] for path in lessons if path.endswith(".ipynb")] == ["03", "05"]
+    supported = check.supported_capabilities()
+    assert supported[0] == "default" and torch.backends.cpu.get_cpu_capability().lower() in supported + ["default"]
+    assert re.search(r"^unit-plain-kernels:.*\n\tATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 ", makefile, re.M)
+    assert re.search(r"^test: unit unit-plain-kernels nbval\b", makefile, re.M)
