@@ -163,8 +163,8 @@ def training_step_row(preset_name: str, repeats: int, warm_up: bool) -> float:
     training = CodecTraining.from_config(config).train()
     objectives, _ = codec_objectives(codec_config, sr)
     betas = (0.5, 0.9)  # as train_codec
-    discriminators = [*training.waveform_discriminator.parameters(), *training.stft_discriminator.parameters()]
-    optimizers = {"discriminator": torch.optim.Adam(discriminators, lr=codec_config.learning_rate, betas=betas),
+    optimizers = {"discriminator": torch.optim.Adam(training.discriminator_parameters(), lr=codec_config.learning_rate,
+                                                    betas=betas),
                   "codec": torch.optim.Adam(training.codec.parameters(), lr=codec_config.learning_rate, betas=betas)}
     step = codec_config.adversarial_start_step  # both objectives on, adversarial terms included
     grad_clip = config.train.grad_clip
@@ -192,7 +192,7 @@ def training_step_row(preset_name: str, repeats: int, warm_up: bool) -> float:
     total = min(sum(parts) for parts in zip(*timed.values()))
     parts = {name: min(values) for name, values in timed.items()}
     codec_params = parameter_count(training.codec)
-    disc_params = parameter_count(training.waveform_discriminator, training.stft_discriminator)
+    disc_params = sum(parameter.numel() for parameter in training.discriminator_parameters())
     audio_seconds = batch_size * crop / sr
     print(f"{preset_name:6s} {codec_params / 1e6:9.2f}M {disc_params / 1e6:9.2f}M {batch_size:5d} "
           f"{crop:6d} ({crop / sr:4.2f} s) {parts['discriminator']:9.3f} {parts['codec']:9.3f} {total:9.3f} "
