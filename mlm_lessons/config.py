@@ -77,7 +77,7 @@ class CodecConfig:
     convnext_blocks: int = 4               # ConvNeXt blocks in each of them
     latent_dim: int = 128                  # dimension of the vectors the RVQ quantises
     code_dim: int = 8                      # "factorised": length of each level's unit codes
-    quantizer_dropout: bool = True         # train with a random number of levels per example
+    quantizer_dropout: float = 1.0         # share of training examples with a random number of levels (True = 1)
     ema_decay: float = 0.99                # "ema": codebook EMA decay
     dead_code_steps: int = 20              # re-seed a code unused for this many training steps (0 = never)
     commitment_weight: float = 1.0         # beta in ||z - sg(q)||^2

@@ -494,9 +494,11 @@ class ResidualVQ(nn.Module):
     ``ema=False``). With quantiser dropout, it is the mean over examples of the sum over the levels each
     example uses. The straight-through estimator is applied once, to the sum of the levels' codes.
 
-    Quantiser dropout (``quantizer_dropout=True``, training mode only): every example draws its number of
+    Quantiser dropout (``quantizer_dropout`` > 0, training mode only): an example draws its number of
     levels ``n`` uniformly from ``1..num_levels``; the levels ``>= n`` add nothing to its ``quantized`` and
-    nothing to its loss. Every level's codebook still learns from every example's residual (the residual
+    nothing to its loss. SoundStream makes every example draw (``quantizer_dropout=1.0`` or ``True``); DAC
+    (Kumar et al., 2023) found that this costs quality at the full bitrate, since the last levels then
+    train on a quarter of the examples, and lets only half of them draw (``0.5``): the others use all levels. Every level's codebook still learns from every example's residual (the residual
     after ``l`` levels exists either way), and ``codes`` holds the nearest codes of all levels: in
     ``quantized`` an example is ``decode(codes[:, :n])`` for its own ``n``. Under DDP the draws are made for
     the global batch and each rank takes its slice, as the data is split.
@@ -504,7 +506,8 @@ class ResidualVQ(nn.Module):
     Args:
         dim, codebook_size: of every level.
         num_levels: ``L``.
-        quantizer_dropout: see above.
+        quantizer_dropout: the share of training examples that draw their levels (see above): a number in
+            [0, 1], or ``True`` (1) and ``False`` (0).
         seed: level ``l`` gets ``seed + l``; the dropout draws use ``seed + num_levels``.
         **vq_kwargs: passed to every :class:`VectorQuantizer` (``ema``, ``decay``, ``dead_code_steps``, ...).
 
@@ -512,13 +515,13 @@ class ResidualVQ(nn.Module):
     for each level ``l`` used.
     """
 
-    def __init__(self, dim: int, codebook_size: int, num_levels: int, *, quantizer_dropout: bool = False,
+    def __init__(self, dim: int, codebook_size: int, num_levels: int, *, quantizer_dropout: float = 0.0,
                  seed: int = 0, **vq_kwargs):
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         self.dim, self.codebook_size, self.num_levels = dim, codebook_size, num_levels
-        self.quantizer_dropout, self.seed = quantizer_dropout, seed
+        self.quantizer_dropout, self.seed = _dropout_share(quantizer_dropout), seed
         self.levels = nn.ModuleList(VectorQuantizer(dim, codebook_size, seed=seed + level, **vq_kwargs)
                                     for level in range(num_levels))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
@@ -610,7 +613,19 @@ class ResidualVQ(nn.Module):
         world_size = _world_size()
         rank = dist.get_rank() if world_size > 1 else 0
         draws = torch.randint(1, num_levels + 1, (batch * world_size,), generator=generator, device=device)
+        if self.quantizer_dropout < 1:  # the examples that do not draw use every level
+            draws[torch.rand(batch * world_size, generator=generator, device=device) >= self.quantizer_dropout] = \
+                num_levels
         return draws[rank * batch:(rank + 1) * batch]  # this rank's slice of the global batch
+
+
+def _dropout_share(quantizer_dropout: float | bool) -> float:
+    """``quantizer_dropout`` as the share of examples that draw their levels, checked to lie in [0, 1]."""
+    share = float(quantizer_dropout)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"quantizer_dropout is the share of training examples that use a random number of levels: "
+                         f"a number in [0, 1] (or True/False), got {quantizer_dropout!r}")
+    return share
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -717,12 +732,12 @@ class FactorisedResidualVQ(ResidualVQ):
     """
 
     def __init__(self, dim: int, codebook_size: int, num_levels: int, *, code_dim: int = 8,
-                 quantizer_dropout: bool = False, seed: int = 0, **vq_kwargs):
+                 quantizer_dropout: float = 0.0, seed: int = 0, **vq_kwargs):
         nn.Module.__init__(self)
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         self.dim, self.codebook_size, self.num_levels, self.code_dim = dim, codebook_size, num_levels, code_dim
-        self.quantizer_dropout, self.seed = quantizer_dropout, seed
+        self.quantizer_dropout, self.seed = _dropout_share(quantizer_dropout), seed
         self.levels = nn.ModuleList(FactorisedVectorQuantizer(dim, codebook_size, code_dim, seed=seed + level,
                                                               **vq_kwargs)
                                     for level in range(num_levels))

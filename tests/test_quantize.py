@@ -361,3 +361,19 @@ def test_factorised_dead_codes_are_reseeded_on_projected_vectors_and_dropout_mas
     partial = torch.stack([quantizer.decode(output.codes[:, :n]) for n in (1, 2)])
     matches = (partial - output.quantized).abs().amax((2, 3)) < 1e-5
     assert matches.any(0).all() and matches.all(0).logical_not().any()   # some examples used only level 1
+
+
+@pytest.mark.parametrize("kind", [ResidualVQ, FactorisedResidualVQ])
+def test_a_dropout_share_lets_only_that_share_of_examples_draw_their_levels(kind):
+    """quantizer_dropout=0.5 (DAC): the other half of a batch uses every level; 1.0 and True draw for all, as
+    SoundStream does, the same draws; a share outside [0, 1] is refused with what it means."""
+    levels_used = {}
+    for share in (0.0, 0.5, 1.0, True):
+        quantizer = kind(8, 16, 4, quantizer_dropout=share).train()
+        levels_used[share] = quantizer._levels_per_example(4000, 4, torch.device("cpu"))
+    assert (levels_used[0.0] == 4).all()
+    assert torch.equal(levels_used[1.0], levels_used[True]) and abs((levels_used[1.0] == 4).float().mean() - 0.25) < 0.03
+    assert abs((levels_used[0.5] == 4).float().mean() - (0.5 + 0.5 * 0.25)) < 0.03    # half keep all, 1/4 draw 4
+    assert abs((levels_used[0.5] == 1).float().mean() - 0.5 * 0.25) < 0.03
+    with pytest.raises(ValueError, match=r"share of training examples .* in \[0, 1\]"):
+        kind(8, 16, 4, quantizer_dropout=1.5)
