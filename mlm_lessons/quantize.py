@@ -390,6 +390,10 @@ class VectorQuantizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``(batch, frames)`` integer codes -> ``(batch, frames, dim)`` float32: rows of the codebook."""
         _check_codes(codes, self.codebook_size, "(batch, frames)", 2, "VectorQuantizer.decode")
+        return self.vectors(codes)
+
+    def vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` without the input checks (for :class:`ResidualVQ`, which checks once)."""
         return F.embedding(codes.long(), self.codebook)
 
     # The three steps of a forward pass, shared with ResidualVQ (float32 inputs, autocast already off).
@@ -562,7 +566,7 @@ class ResidualVQ(nn.Module):
     def encode(self, x: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """``(batch, frames, dim)`` -> ``(batch, num_levels, frames)`` int64 codes. Never learns."""
         num_levels = self._checked_num_levels(num_levels)
-        _check_vectors(x, self.dim, "ResidualVQ.encode")
+        _check_vectors(x, self.dim, f"{type(self).__name__}.encode")
         residual, codes = x.float(), []
         for level in self.levels[:num_levels]:
             level_codes, quantized = level._lookup(residual)
@@ -573,15 +577,13 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``(batch, L, frames)`` integer codes, ``L <= num_levels`` -> ``(batch, frames, dim)`` float32:
         the sum of the first ``L`` levels' code vectors (fewer levels, coarser audio)."""
-        _check_codes(codes, self.codebook_size, f"(batch, levels <= {self.num_levels}, frames)", 3,
-                     "ResidualVQ.decode")
+        name = type(self).__name__
+        _check_codes(codes, self.codebook_size, f"(batch, levels <= {self.num_levels}, frames)", 3, f"{name}.decode")
         if not 1 <= codes.shape[1] <= self.num_levels:
-            raise ValueError(f"ResidualVQ.decode got codes for {codes.shape[1]} levels, but this ResidualVQ has "
+            raise ValueError(f"{name}.decode got codes for {codes.shape[1]} levels, but this {name} has "
                              f"{self.num_levels}; codes are (batch, levels, frames), transpose them if levels "
                              "is last")
-        codes = codes.long()
-        return sum(F.embedding(codes[:, index], level.codebook)
-                   for index, level in enumerate(self.levels[:codes.shape[1]]))
+        return sum(level.vectors(codes[:, index]) for index, level in enumerate(self.levels[:codes.shape[1]]))
 
     @torch.no_grad()
     def residual_errors(self, x: torch.Tensor) -> torch.Tensor:
@@ -590,7 +592,7 @@ class ResidualVQ(nn.Module):
         On data like the training data it falls level after level: each level removes part of what is
         left (the curve lesson 05 plots). Never learns.
         """
-        _check_vectors(x, self.dim, "ResidualVQ.residual_errors")
+        _check_vectors(x, self.dim, f"{type(self).__name__}.residual_errors")
         residual, errors = x.float(), []
         for level in self.levels:
             residual = residual - level._lookup(residual)[1]
@@ -687,11 +689,16 @@ class FactorisedVectorQuantizer(nn.Module):
         """``(batch, frames, dim)`` -> ``(batch, frames, code_dim)`` unit vectors."""
         return F.normalize(self.project_in(residual), dim=-1)
 
-    def _lookup(self, projected: torch.Tensor) -> torch.Tensor:
+    def _nearest(self, projected: torch.Tensor) -> torch.Tensor:
         """Unit vectors ``(batch, frames, code_dim)`` -> codes ``(batch, frames)``: the largest cosine."""
         return (projected.detach() @ self.unit_codes().detach().T).argmax(-1)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, frames, dim)`` -> codes ``(batch, frames)`` and their vectors ``(batch, frames, dim)``."""
+        codes = self._nearest(self._project(residual))
+        return codes, self.vectors(codes)
+
+    def vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """``(batch, frames)`` codes -> ``(batch, frames, dim)``: each unit code mapped back up."""
         return self.project_out(F.embedding(codes.long(), self.unit_codes()))
 
@@ -756,7 +763,7 @@ class FactorisedResidualVQ(ResidualVQ):
             for index, level in enumerate(self.levels[:num_levels]):
                 keep = (levels_per_example > index).float()
                 projected = level._project(residual)                       # (batch, frames, code_dim), unit
-                level_codes = level._lookup(projected)
+                level_codes = level._nearest(projected)
                 chosen = F.embedding(level_codes, level.unit_codes())      # carries the codebook's gradient
                 level_commitment = _mean_per_example((projected - chosen.detach()).pow(2), keep)
                 codebook_loss = _mean_per_example((projected.detach() - chosen).pow(2), keep)
@@ -774,35 +781,3 @@ class FactorisedResidualVQ(ResidualVQ):
             self.step.add_(1)
         metrics = {"commitment": commitment, "replaced_codes": float(replaced), **metrics}
         return QuantizerOutput(total.to(x.dtype), torch.stack(codes, dim=1), loss, _scalar_tensors(metrics, x.device))
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
-        """``(batch, frames, dim)`` -> ``(batch, num_levels, frames)`` int64 codes. Never learns."""
-        num_levels = self._checked_num_levels(num_levels)
-        _check_vectors(x, self.dim, "FactorisedResidualVQ.encode")
-        residual, codes = x.float(), []
-        for level in self.levels[:num_levels]:
-            level_codes = level._lookup(level._project(residual))
-            residual = residual - level.decode(level_codes)
-            codes.append(level_codes)
-        return torch.stack(codes, dim=1)
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """``(batch, L, frames)`` integer codes, ``L <= num_levels`` -> ``(batch, frames, dim)`` float32."""
-        _check_codes(codes, self.codebook_size, f"(batch, levels <= {self.num_levels}, frames)", 3,
-                     "FactorisedResidualVQ.decode")
-        if not 1 <= codes.shape[1] <= self.num_levels:
-            raise ValueError(f"FactorisedResidualVQ.decode got codes for {codes.shape[1]} levels, but it has "
-                             f"{self.num_levels}; codes are (batch, levels, frames), transpose them if levels "
-                             "is last")
-        return sum(level.decode(codes[:, index]) for index, level in enumerate(self.levels[:codes.shape[1]]))
-
-    @torch.no_grad()
-    def residual_errors(self, x: torch.Tensor) -> torch.Tensor:
-        """``(num_levels,)``: the mean squared error of ``x``'s reconstruction after 1, 2, ... levels."""
-        _check_vectors(x, self.dim, "FactorisedResidualVQ.residual_errors")
-        residual, errors = x.float(), []
-        for level in self.levels:
-            residual = residual - level.decode(level._lookup(level._project(residual)))
-            errors.append(residual.pow(2).mean())
-        return torch.stack(errors)
