@@ -204,11 +204,16 @@ def test_two_ddp_processes_train_like_one_on_the_global_batch(tmp_path):
     (tmp_path / "tokenizer.json").write_text(mulan.CaptionTokenizer.train(PAIRS, vocab_size=80).to_str())
     run_on_two_cpu_processes("_ddp_mulan_worker.py", str(tmp_path))
     single = train(small_model(str(tmp_path / "tokenizer.json")))
+    # Two ranks add each gradient up in another order than one process does, and three SGD steps at lr 0.1 carry
+    # that rounding into the weights: typically 5e-7 to 2e-6 (any kernel, 24 tokenizer seeds), and once, in a full
+    # run with plain kernels and one thread, past 1e-5. A rank that missed the other's negatives would be off by
+    # far more than this tolerance (its first loss alone differs in the first digit).
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         torch.testing.assert_close(torch.tensor(result["loss"]), torch.tensor(single["loss"]), rtol=1e-4, atol=1e-5)
         for name, value in single["state"].items():
-            torch.testing.assert_close(result["state"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+            torch.testing.assert_close(result["state"][name], value, rtol=1e-3, atol=1e-4,
+                                       msg=lambda default, name=name: f"{name}: {default}")
 
 
 def test_mulan_tokens_come_from_one_codebook_for_audio_and_text(tokenizer):
