@@ -46,7 +46,11 @@ tokens of MusicLM are exactly these indices. Read top to bottom:
    The levels are coarse to fine: the first carries most of the signal, each next one a finer correction.
 8. **Quantiser dropout** (SoundStream). During training each example uses a random number of levels
    ``n`` in ``1..L``; levels ``>= n`` add nothing to its output or its loss. One codec then works at
-   every bitrate: decode with the first ``n`` levels' codes only.
+   every bitrate: decode with the first ``n`` levels' codes only. (``quantizer_dropout`` is the share of
+   examples that draw; DAC lets half of them.)
+9. **Factorised, normalised codes** (:class:`FactorisedResidualVQ`, Kumar et al., 2023, DAC). Each level
+   projects its residual to a few dimensions, looks up the unit-length code at the smallest angle, and
+   maps it back up; the codebook and both projections learn by gradient.
 
 Several processes (DDP, :mod:`mlm_lessons.train`): the EMA statistics are summed over ranks, and k-means
 and dead-code replacement draw from the vectors of all ranks, with the same random generator everywhere,
@@ -631,7 +635,7 @@ def _dropout_share(quantizer_dropout: float | bool) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Factorised, normalised codes (DAC)
+# 7. Factorised, normalised codes (DAC)
 
 
 class FactorisedVectorQuantizer(nn.Module):
