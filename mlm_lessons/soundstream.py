@@ -207,16 +207,13 @@ class SoundStream(nn.Module):
                                       codec.convnext_blocks)
         else:
             self.encoder = Encoder(codec.channels, codec.strides, codec.latent_dim)
+        shared = dict(quantizer_dropout=codec.quantizer_dropout, commitment_weight=codec.commitment_weight,
+                      dead_code_steps=codec.dead_code_steps, seed=seed)
         if codec.quantizer == "factorised":
             self.quantizer = FactorisedResidualVQ(codec.latent_dim, codebook_size, num_levels, code_dim=codec.code_dim,
-                                                  quantizer_dropout=codec.quantizer_dropout,
-                                                  commitment_weight=codec.commitment_weight,
-                                                  dead_code_steps=codec.dead_code_steps, seed=seed)
+                                                  **shared)
         else:
-            self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels,
-                                        quantizer_dropout=codec.quantizer_dropout, decay=codec.ema_decay,
-                                        commitment_weight=codec.commitment_weight,
-                                        dead_code_steps=codec.dead_code_steps, seed=seed)
+            self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels, decay=codec.ema_decay, **shared)
         if codec.decoder == "istft":
             self.decoder = ISTFTDecoder(hop_length, codec.latent_dim, codec.convnext_dim, codec.convnext_blocks)
         else:
