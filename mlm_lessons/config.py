@@ -78,6 +78,7 @@ class CodecConfig:
     latent_dim: int = 128                  # dimension of the vectors the RVQ quantises
     code_dim: int = 8                      # "factorised": length of each level's unit codes
     quantizer_dropout: float = 1.0         # share of training examples with a random number of levels (True = 1)
+    quantizer_warmup_steps: int = 0        # "ema": train unquantised this long, then k-means the latents (0 = off)
     ema_decay: float = 0.99                # "ema": codebook EMA decay
     dead_code_steps: int = 20              # re-seed a code unused for this many training steps (0 = never)
     commitment_weight: float = 1.0         # beta in ||z - sg(q)||^2
@@ -96,6 +97,11 @@ class CodecConfig:
             if getattr(self, field) not in allowed:
                 raise ValueError(f"codec.{field} must be one of {', '.join(map(repr, allowed))}, got "
                                  f"{getattr(self, field)!r}")
+        if self.quantizer_warmup_steps and self.quantizer != "ema":
+            raise ValueError("codec.quantizer_warmup_steps ends with a k-means start of the codebooks, which only "
+                             f"the 'ema' quantiser has; set it to 0 for {self.quantizer!r}")
+        if self.quantizer_warmup_steps < 0:
+            raise ValueError(f"codec.quantizer_warmup_steps must be >= 0, got {self.quantizer_warmup_steps}")
 
 
 CODEC_CHOICES = {"encoder": ("seanet", "mel"), "decoder": ("seanet", "istft"), "quantizer": ("ema", "factorised"),

@@ -29,7 +29,10 @@ tokens of MusicLM are exactly these indices. Read top to bottom:
 5. **k-means initialisation** (:func:`kmeans`). A random codebook sits far from the encoder's vectors:
    a few codes win everything and the rest are never used ("dead") from the start. So the first
    training batch is clustered (k-means++ seeding, then ``kmeans_iterations`` Lloyd steps) and the
-   codebook starts at its centroids.
+   codebook starts at its centroids. Better still (``ResidualVQ(warmup_steps=...)``): let the codec
+   train as a plain autoencoder for a while, the vectors passing through unquantised, then cluster the
+   vectors of its last steps, level by level: the codes start where a trained encoder puts its vectors,
+   not where a random one did.
 6. **Dead-code replacement.** Codes still die during training, as the encoder's vectors move. A code
    that won no vector for ``dead_code_steps`` consecutive training steps is re-seeded from a random
    vector ``v`` of the current batch: it is put a tenth of the way from ``v``'s nearest code to ``v``.
@@ -517,22 +520,36 @@ class ResidualVQ(nn.Module):
         quantizer_dropout: the share of training examples that draw their levels (see above): a number in
             [0, 1], or ``True`` (1) and ``False`` (0).
         seed: level ``l`` gets ``seed + l``; the dropout draws use ``seed + num_levels``.
+        warmup_steps: training steps during which vectors pass through unquantised (the codec trains as a
+            plain autoencoder, with no commitment loss) while the last ``warmup_vectors`` of them are kept;
+            at the next training step every level starts at the k-means centroids of those vectors'
+            residuals (item 5 of the module docstring), and quantising begins. 0: each level clusters its
+            first training batch instead. The kept vectors are not saved with the model: a run resumed
+            during the warm-up collects them again from its remaining steps.
+        warmup_vectors: how many of the warm-up's latest vectors that k-means clusters.
         **vq_kwargs: passed to every :class:`VectorQuantizer` (``ema``, ``decay``, ``dead_code_steps``, ...).
 
     Metrics: ``commitment`` and ``replaced_codes`` summed over levels; ``perplexity/l`` and ``usage/l``
-    for each level ``l`` used.
+    for each level ``l`` used (during a warm-up, of the codes the vectors would get).
     """
 
     def __init__(self, dim: int, codebook_size: int, num_levels: int, *, quantizer_dropout: float = 0.0,
-                 seed: int = 0, **vq_kwargs):
+                 seed: int = 0, warmup_steps: int = 0, warmup_vectors: int = 16_384, **vq_kwargs):
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        if warmup_steps < 0 or warmup_vectors < 1:
+            raise ValueError(f"warmup_steps must be >= 0 and warmup_vectors >= 1, got {warmup_steps} and "
+                             f"{warmup_vectors}")
         self.dim, self.codebook_size, self.num_levels = dim, codebook_size, num_levels
         self.quantizer_dropout, self.seed = _dropout_share(quantizer_dropout), seed
+        self.warmup_steps, self.warmup_vectors = warmup_steps, warmup_vectors
+        if warmup_steps:  # the levels start from the warm-up's vectors, not each from its first batch
+            vq_kwargs["kmeans_init"] = False
         self.levels = nn.ModuleList(VectorQuantizer(dim, codebook_size, seed=seed + level, **vq_kwargs)
                                     for level in range(num_levels))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self._warmup_kept: list[torch.Tensor] = []   # (n, dim) float32 chunks, the warm-up's latest vectors
 
     def forward(self, x: torch.Tensor, num_levels: int | None = None) -> QuantizerOutput:
         """Quantise ``x`` (batch, frames, dim) with the first ``num_levels`` levels (default: all).
@@ -541,6 +558,10 @@ class ResidualVQ(nn.Module):
         """
         num_levels = self._checked_num_levels(num_levels)
         _check_vectors(x, self.dim, "ResidualVQ")
+        if self.training and int(self.step) < self.warmup_steps:
+            return self._pass_through(x, num_levels)
+        if self.training and self.warmup_steps and int(self.step) == self.warmup_steps:
+            self._initialise_levels(x)
         with torch.autocast(x.device.type, enabled=False):
             residual = x.float()
             levels_per_example = self._levels_per_example(x.shape[0], num_levels, x.device)  # (batch,)
@@ -565,6 +586,30 @@ class ResidualVQ(nn.Module):
             self.step.add_(1)
         metrics = {"commitment": commitment.detach(), "replaced_codes": float(replaced), **metrics}
         return QuantizerOutput(straight_through, torch.stack(codes, dim=1), loss, _scalar_tensors(metrics, x.device))
+
+    def _pass_through(self, x: torch.Tensor, num_levels: int) -> QuantizerOutput:
+        """A warm-up step: ``x`` unchanged, no loss; keep its vectors for the k-means that ends the warm-up."""
+        with torch.no_grad():
+            self._warmup_kept.append(x.detach().float().reshape(-1, self.dim))
+            kept = torch.cat(self._warmup_kept)[-self.warmup_vectors:]
+            self._warmup_kept = [kept]
+            codes = self.encode(x, num_levels)
+        self.step.add_(1)
+        metrics = {"commitment": 0.0, "replaced_codes": 0.0}
+        for index in range(num_levels):
+            metrics[f"perplexity/{index}"] = codebook_perplexity(codes[:, index], self.codebook_size)
+            metrics[f"usage/{index}"] = codebook_usage(codes[:, index], self.codebook_size)
+        return QuantizerOutput(x, codes, x.new_zeros((), dtype=torch.float32), _scalar_tensors(metrics, x.device))
+
+    @torch.no_grad()
+    def _initialise_levels(self, x: torch.Tensor) -> None:
+        """End of the warm-up: level ``l`` starts at the k-means centroids of the residuals that levels
+        ``< l`` leave of the kept vectors and this batch's (under DDP, of every rank's)."""
+        residual = torch.cat(self._warmup_kept + [x.detach().float().reshape(-1, self.dim)])
+        self._warmup_kept = []
+        for level in self.levels:
+            level._initialise_by_kmeans(residual, _step_generator(level.seed, 0, residual.device))
+            residual = residual - level._lookup(residual)[1]
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:

@@ -213,7 +213,8 @@ class SoundStream(nn.Module):
             self.quantizer = FactorisedResidualVQ(codec.latent_dim, codebook_size, num_levels, code_dim=codec.code_dim,
                                                   **shared)
         else:
-            self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels, decay=codec.ema_decay, **shared)
+            self.quantizer = ResidualVQ(codec.latent_dim, codebook_size, num_levels, decay=codec.ema_decay,
+                                        warmup_steps=codec.quantizer_warmup_steps, **shared)
         if codec.decoder == "istft":
             self.decoder = ISTFTDecoder(hop_length, codec.latent_dim, codec.convnext_dim, codec.convnext_blocks)
         else:

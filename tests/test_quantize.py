@@ -192,6 +192,34 @@ def test_each_level_lowers_the_residual_error_on_structured_data():
     assert trained[-1] <= after_init[-1] * 1.1
 
 
+def test_a_warm_up_passes_vectors_through_then_starts_every_level_from_its_latest_vectors():
+    # Warm-up batches come from one set of clusters, then from another: the codes must start on the second
+    # set (the latest vectors the warm-up kept), over all of it, not only on the batch that ends the warm-up.
+    old, _ = clustered(num_clusters=16, count=512, seed=1)
+    new, centres = clustered(num_clusters=16, count=512, seed=2)
+    quantizer = ResidualVQ(8, 16, 2, warmup_steps=4, warmup_vectors=1024).train()
+    untouched = [level.codebook.clone() for level in quantizer.levels]
+    for batch in (old[None], old[None], new[None], new[None]):
+        out = quantizer(batch)
+        assert torch.equal(out.quantized, batch) and out.loss.item() == 0.0 and out.metrics["commitment"] == 0
+    assert all(torch.equal(level.codebook, before) for level, before in zip(quantizer.levels, untouched))
+    last_batch = new[new.norm(dim=-1) < new.norm(dim=-1).median()][None]    # only some of the clusters
+    out = quantizer(last_batch)
+    assert out.loss.item() > 0 and not torch.equal(out.quantized, last_batch)
+    nearest_centre = torch.cdist(quantizer.levels[0].codebook, centres).argmin(-1)
+    assert sorted(nearest_centre.tolist()) == list(range(16))             # one code per cluster of the new set
+    assert quantizer.residual_errors(new[None])[0] < 2 * 0.1 ** 2
+    assert quantizer.residual_errors(old[None])[0] > 1.0                   # the old set was forgotten
+
+
+def test_without_a_warm_up_the_levels_start_from_the_first_batch_alone():
+    vectors, centres = clustered(num_clusters=16, count=512)
+    first_batch = vectors[vectors.norm(dim=-1) < vectors.norm(dim=-1).median()][None]
+    quantizer = ResidualVQ(8, 16, 2).train()
+    quantizer(first_batch)
+    assert quantizer.residual_errors(vectors[None])[0] > 10 * quantizer.residual_errors(first_batch)[0]
+
+
 def test_encode_decode_round_trip_and_fewer_levels():
     quantizer = ResidualVQ(8, 16, 4)
     quantizer.train()(low_rank_batch(0))

@@ -260,3 +260,20 @@ def test_vocos_discriminators_judge_every_period_and_resolution_and_train():
     before = held_out_loss(soundstream.SoundStream.from_config(preset))
     training, history = soundstream.train_codec(preset, clips(8), steps=30, progress=False)
     assert held_out_loss(training.codec) < 0.95 * before and "codec/adversarial" in history[-1]
+
+
+def test_a_quantiser_warm_up_trains_the_codec_unquantised_then_quantises():
+    codec = soundstream.SoundStream.from_config(micro_config(**dict(TIME_FREQUENCY, quantizer="ema"),
+                                                             quantizer_warmup_steps=2)).train()
+    audio = torch.stack(clips(2))
+    commitments = []
+    for step in range(3):
+        latents = codec.encoder(audio[:, None]).transpose(1, 2)
+        out = codec.quantizer(latents)
+        commitments.append(out.metrics["commitment"].item())
+        assert torch.equal(out.quantized, latents) == (step < 2)
+    assert commitments[:2] == [0.0, 0.0] and commitments[2] > 0
+    with pytest.raises(ValueError, match="only the 'ema' quantiser"):
+        config.CodecConfig(quantizer="factorised", quantizer_warmup_steps=10)
+    with pytest.raises(ValueError, match="quantizer_warmup_steps must be >= 0"):
+        config.CodecConfig(quantizer_warmup_steps=-1)
