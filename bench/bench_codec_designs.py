@@ -1,22 +1,30 @@
 """The paper's SoundStream against the course's time-frequency codec, trained for the same CPU time: which keeps the instrument?
 
-    python bench/bench_codec_designs.py [--minutes 15] [--threads 1] [--designs paper time-frequency] [--quick]
+    python bench/bench_codec_designs.py [--minutes 15] [--threads 1] [--designs paper time-frequency ...]
+                                        [--shipped data/checkpoints/soundstream-tiny.pt] [--quick]
 
 Each design is trained from scratch by :func:`mlm_lessons.soundstream.train_codec` on the train split of the
 2,400-clip tiny SynthCaps set (rendered once into ``data/synthcaps-tiny-2400``), for about ``--minutes`` of
 CPU time each (the step count is set from the speed of a few timed steps), with the reconstruction losses
-alone (the adversarial terms start after a warm-up longer than a short run). Then both reconstruct the same
+alone (the adversarial terms start after a warm-up longer than a short run). Then each reconstructs the same
 held-out clips (the first 120 of the ``test`` split), and the shipped attribute judge
 (``data/checkpoints/attributes-tiny.pt``, trained on clean clips) names each reconstruction's instrument,
-mood and tempo band. The judge's accuracy on the clean clips themselves is the first row: the ceiling.
+mood and tempo band. The judge's accuracy on the clean clips themselves is the first row: the ceiling. The
+shipped codec (trained on the same train split by the command in README.md) is judged on the same clips,
+in the row after it; ``--designs`` with no names judges it alone.
 
 Designs (each the ``tiny`` preset's codec section with these fields changed):
 
-* ``paper``: SoundStream as published: SEANet encoder and waveform decoder, EMA residual VQ, the
-  multi-scale waveform and STFT discriminators, the waveform L1 term the tiny preset weights heavily;
-* ``time-frequency``: the course's design: log-mel ConvNeXt encoder, DAC's factorised unit-vector RVQ,
-  ConvNeXt decoder with an iSTFT head (Vocos), period and multi-resolution STFT discriminators, no
-  waveform term.
+* ``paper``: SoundStream as published: SEANet encoder and waveform decoder, EMA residual VQ whose levels
+  start from k-means on the first batch, every example drawing its levels (quantiser dropout 1.0), the
+  multi-scale waveform and STFT discriminators, and the waveform L1 term weighted as the course's first
+  codec did (60: with less, 2,000 CPU steps teach the spectrum but not the waveform);
+* ``time-frequency``: the course's codec: log-mel ConvNeXt encoder, ConvNeXt decoder with an iSTFT head
+  (Vocos), the same EMA residual VQ after an unquantised warm-up (a third of the run) whose latents its
+  k-means clusters, half the examples drawing their levels (DAC's share), period and multi-resolution
+  STFT discriminators, no waveform term;
+* ``time-frequency-dac``: the same with DAC's factorised, unit-length codes learnt by gradient instead of
+  the EMA codebooks (no warm-up: it has no k-means start).
 
 Both have the tiny preset's token layout (50 frames/s, 4 levels x 256 codes: 1,600 bit/s). Printed per
 design: parameters, bitrate, steps, minutes and steps per second of training; the judge's accuracy on the
@@ -30,6 +38,7 @@ import dataclasses
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,19 +52,27 @@ from mlm_lessons.metrics import multi_scale_mel_distance
 from bench_codec import REPOSITORY
 
 JUDGE = REPOSITORY / "data/checkpoints/attributes-tiny.pt"
+SHIPPED = REPOSITORY / "data/checkpoints/soundstream-tiny.pt"
 NO_ADVERSARY = 10**9  # an adversarial_start_step no short run reaches
+TIME_FREQUENCY = dict(encoder="mel", decoder="istft", discriminators="vocos", waveform_weight=0.0,
+                      quantizer_dropout=0.5)
 DESIGNS = {
-    "paper": dict(encoder="seanet", decoder="seanet", quantizer="ema", discriminators="soundstream"),
-    "time-frequency": dict(encoder="mel", decoder="istft", quantizer="factorised", discriminators="vocos",
-                           waveform_weight=0.0),
+    "paper": dict(encoder="seanet", decoder="seanet", quantizer="ema", discriminators="soundstream",
+                  quantizer_dropout=1.0, quantizer_warmup_steps=0, waveform_weight=60.0),
+    "time-frequency": dict(TIME_FREQUENCY, quantizer="ema"),
+    "time-frequency-dac": dict(TIME_FREQUENCY, quantizer="factorised", quantizer_warmup_steps=0),
 }
+WARMUP_SHARE = 1 / 3  # of a short run's steps, for the designs whose quantiser has a warm-up
 
 
-def design_config(name: str, crop_seconds: float):
-    """The tiny preset with the design's codec fields, 1-s crops, and no adversarial terms in a short run."""
+def design_config(name: str, crop_seconds: float, steps: int = 0):
+    """The tiny preset with the design's codec fields, 1-s crops, no adversarial terms in a short run, and
+    (``"ema"`` quantisers with a warm-up) a warm-up of a third of ``steps``."""
     tiny = get_preset("tiny")
     codec = dataclasses.replace(tiny.codec, **DESIGNS[name], adversarial_start_step=NO_ADVERSARY,
                                 crop_seconds=crop_seconds)
+    if "quantizer_warmup_steps" not in DESIGNS[name]:
+        codec = dataclasses.replace(codec, quantizer_warmup_steps=round(WARMUP_SHARE * steps))
     return dataclasses.replace(tiny, codec=codec)
 
 
@@ -72,11 +89,25 @@ def judge_accuracy(judge: AttributeClassifier, audio: torch.Tensor, targets: dic
     return {name: (probabilities[name].argmax(-1) == targets[name]).float().mean().item() for name in ATTRIBUTES}
 
 
+def judged(codec, judge: AttributeClassifier, test_audio: torch.Tensor, targets: dict, sample_rate: int):
+    """The judge's accuracy on the codec's full-depth reconstructions, and the mel distance keeping 1..L levels."""
+    codec = codec.eval()
+    distances = []
+    for levels in range(1, codec.num_levels + 1):
+        decoded = torch.cat([codec.reconstruct(chunk, num_levels=levels) for chunk in test_audio.split(16)])
+        distances.append(multi_scale_mel_distance(decoded, test_audio, sample_rate).mean().item())
+    return judge_accuracy(judge, decoded, targets), distances
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="training time per design (default 15)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    parser.add_argument("--designs", nargs="*", default=list(DESIGNS), choices=list(DESIGNS),
+                        help="designs to train (none: only judge the shipped codec)")
+    parser.add_argument("--shipped", type=Path, default=SHIPPED,
+                        help=f"a trained codec judged beside them (default {SHIPPED.relative_to(REPOSITORY)}; "
+                             "skipped if missing)")
     parser.add_argument("--test-clips", type=int, default=120)
     parser.add_argument("--quick", action="store_true", help="20 s of training and 12 test clips: a smoke test")
     args = parser.parse_args()
@@ -98,27 +129,30 @@ def main() -> None:
 
     ceiling = judge_accuracy(judge, test_audio, targets)
     rows = []
+    if args.shipped.exists():
+        codec = soundstream.SoundStream.load(args.shipped)
+        rows.append((f"shipped: {args.shipped.name}", sum(p.numel() for p in codec.parameters()), codec.bitrate,
+                     None, None, None, *judged(codec, judge, test_audio, targets, sample_rate)))
     for name in args.designs:
         config = design_config(name, crop_seconds=1.0)
         steps, speed = steps_for(config, train, args.minutes * 60, probe_steps=5 if args.quick else 20)
+        config = design_config(name, crop_seconds=1.0, steps=steps)
         runtime.seed_and_threads(0, args.threads)
         began = time.perf_counter()
         training, _ = soundstream.train_codec(config, train, steps=steps, progress=True)
         minutes = (time.perf_counter() - began) / 60
-        codec = training.codec.eval()
-        distances = []
-        for levels in range(1, codec.num_levels + 1):
-            decoded = torch.cat([codec.reconstruct(chunk, num_levels=levels) for chunk in test_audio.split(16)])
-            distances.append(multi_scale_mel_distance(decoded, test_audio, sample_rate).mean().item())
+        codec = training.codec
         rows.append((name, sum(p.numel() for p in codec.parameters()), codec.bitrate, steps, minutes,
-                     steps / (minutes * 60), judge_accuracy(judge, decoded, targets), distances))
+                     steps / (minutes * 60), *judged(codec, judge, test_audio, targets, sample_rate)))
 
-    print(f"\n{'codec':16s} {'params':>7s} {'bit/s':>6s} {'steps':>6s} {'min':>5s} {'steps/s':>7s} | "
+    print(f"\n{'codec':28s} {'params':>7s} {'bit/s':>6s} {'steps':>6s} {'min':>5s} {'steps/s':>7s} | "
           f"{'instrument':>10s} {'mood':>5s} {'tempo':>5s} | mel distance keeping 1..L levels")
-    print(f"{'clean clips':16s} {'':>7s} {'':>6s} {'':>6s} {'':>5s} {'':>7s} | {ceiling['instrument']:10.0%} "
+    print(f"{'clean clips':28s} {'':>7s} {'':>6s} {'':>6s} {'':>5s} {'':>7s} | {ceiling['instrument']:10.0%} "
           f"{ceiling['mood']:5.0%} {ceiling['tempo']:5.0%} | 0")
     for name, params, bitrate, steps, minutes, speed, accuracy, distances in rows:
-        print(f"{name:16s} {params / 1e6:6.2f}M {bitrate:6.0f} {steps:6d} {minutes:5.1f} {speed:7.2f} | "
+        trained = (f"{steps:6d} {minutes:5.1f} {speed:7.2f}" if steps is not None
+                   else f"{'':>6s} {'':>5s} {'':>7s}")   # the shipped codec: see README for how it was made
+        print(f"{name:28s} {params / 1e6:6.2f}M {bitrate:6.0f} {trained} | "
               f"{accuracy['instrument']:10.0%} {accuracy['mood']:5.0%} {accuracy['tempo']:5.0%} | "
               + " ".join(f"{distance:.3f}" for distance in distances))
     print("instrument, mood, tempo: the judge's accuracy on the reconstructions (chance: 10%, 1/7 and 1/3); the "
