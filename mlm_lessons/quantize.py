@@ -448,7 +448,12 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _initialise_by_kmeans(self, flat: torch.Tensor, generator: torch.Generator) -> None:
-        centroids, counts = kmeans(_rows_of_all_ranks(flat), self.codebook_size, self.kmeans_iterations, generator)
+        self._initialise_from(_rows_of_all_ranks(flat), generator)
+
+    @torch.no_grad()
+    def _initialise_from(self, rows: torch.Tensor, generator: torch.Generator) -> None:
+        """Start the codebook at the k-means centroids of ``rows`` (n, dim), already those of every rank."""
+        centroids, counts = kmeans(rows, self.codebook_size, self.kmeans_iterations, generator)
         self.codebook.copy_(centroids)
         if self.ema:  # statistics as if the first batch had been averaged already
             self.cluster_size.copy_(counts)
@@ -589,8 +594,8 @@ class ResidualVQ(nn.Module):
 
     def _pass_through(self, x: torch.Tensor, num_levels: int) -> QuantizerOutput:
         """A warm-up step: ``x`` unchanged, no loss; keep its vectors for the k-means that ends the warm-up."""
-        with torch.no_grad():
-            self._warmup_kept.append(x.detach().float().reshape(-1, self.dim))
+        with torch.no_grad():   # every rank keeps the global batch, in its order, as one process would
+            self._warmup_kept.append(_rows_of_all_ranks(x.detach().float().reshape(-1, self.dim)))
             kept = torch.cat(self._warmup_kept)[-self.warmup_vectors:]
             self._warmup_kept = [kept]
             codes = self.encode(x, num_levels)
@@ -604,11 +609,12 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def _initialise_levels(self, x: torch.Tensor) -> None:
         """End of the warm-up: level ``l`` starts at the k-means centroids of the residuals that levels
-        ``< l`` leave of the kept vectors and this batch's (under DDP, of every rank's)."""
-        residual = torch.cat(self._warmup_kept + [x.detach().float().reshape(-1, self.dim)])
+        ``< l`` leave of the kept vectors and this batch's (under DDP, every rank's: the same codebooks
+        everywhere, and those of one process that saw the global batches)."""
+        residual = torch.cat(self._warmup_kept + [_rows_of_all_ranks(x.detach().float().reshape(-1, self.dim))])
         self._warmup_kept = []
         for level in self.levels:
-            level._initialise_by_kmeans(residual, _step_generator(level.seed, 0, residual.device))
+            level._initialise_from(residual, _step_generator(level.seed, 0, residual.device))
             residual = residual - level._lookup(residual)[1]
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """A few residual-VQ training steps, shared by tests/test_quantize.py and by its ``torchrun`` launch.
 
 Run as ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_ddp_quantize_worker.py
-OUT_DIR``: each rank quantises its half of every global batch (gloo, CPU) and writes ``OUT_DIR/rank{r}.pt``.
-The steps cover k-means initialisation, EMA updates, quantiser dropout and dead-code replacement.
+OUT_DIR [WARMUP_STEPS]``: each rank quantises its half of every global batch (gloo, CPU) and writes ``OUT_DIR/rank{r}.pt``.
+The steps cover k-means initialisation (on the first batch, or after a warm-up), EMA updates, quantiser
+dropout and dead-code replacement.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from mlm_lessons.quantize import ResidualVQ
 DIM, CODEBOOK_SIZE, LEVELS, STEPS, BATCH, FRAMES = 4, 16, 2, 4, 8, 6
 
 
-def small_rvq() -> ResidualVQ:
-    """Every mechanism on, and dead codes after a single unused step so that some surely die."""
+def small_rvq(warmup_steps: int = 0) -> ResidualVQ:
+    """Every mechanism on, and dead codes after a single unused step so that some surely die; with
+    ``warmup_steps``, the k-means start clusters the vectors of those first steps."""
     return ResidualVQ(DIM, CODEBOOK_SIZE, LEVELS, quantizer_dropout=True, decay=0.8, kmeans_iterations=3,
-                      dead_code_steps=1, seed=5)
+                      dead_code_steps=1, seed=5, warmup_steps=warmup_steps)
 
 
 def global_batches() -> list[torch.Tensor]:
@@ -50,6 +52,6 @@ def train(quantizer: ResidualVQ, rank: int = 0, world_size: int = 1) -> dict:
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
-    result = train(small_rvq(), dist.get_rank(), dist.get_world_size())
+    result = train(small_rvq(int(sys.argv[2]) if len(sys.argv) > 2 else 0), dist.get_rank(), dist.get_world_size())
     torch.save(result, Path(sys.argv[1]) / f"rank{dist.get_rank()}.pt")
     dist.destroy_process_group()

@@ -282,10 +282,11 @@ def test_bfloat16_autocast_on_cpu_keeps_float32_codebooks():
     assert torch.equal(codes, quantizer.encode(latents.detach().float()))
 
 
-def test_two_ddp_processes_keep_the_codebooks_of_one_process_on_the_global_batch(tmp_path):
-    run_on_two_cpu_processes("_ddp_quantize_worker.py", str(tmp_path))
+@pytest.mark.parametrize("warmup_steps", [0, 2])
+def test_two_ddp_processes_keep_the_codebooks_of_one_process_on_the_global_batch(tmp_path, warmup_steps):
+    run_on_two_cpu_processes("_ddp_quantize_worker.py", str(tmp_path), str(warmup_steps))
 
-    single = train(small_rvq())
+    single = train(small_rvq(warmup_steps))
     assert sum(single["replaced"]) > 0                     # dead-code replacement did happen
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     for result in ranks:
