@@ -549,7 +549,10 @@ class ResidualVQ(nn.Module):
         self.dim, self.codebook_size, self.num_levels = dim, codebook_size, num_levels
         self.quantizer_dropout, self.seed = _dropout_share(quantizer_dropout), seed
         self.warmup_steps, self.warmup_vectors = warmup_steps, warmup_vectors
-        if warmup_steps:  # the levels start from the warm-up's vectors, not each from its first batch
+        # The levels then start from the warm-up's vectors, not each from its first batch (even if
+        # warmup_steps is later lowered to 0: they start from that batch, through the same path).
+        self.kmeans_after_warmup = warmup_steps > 0
+        if self.kmeans_after_warmup:
             vq_kwargs["kmeans_init"] = False
         self.levels = nn.ModuleList(VectorQuantizer(dim, codebook_size, seed=seed + level, **vq_kwargs)
                                     for level in range(num_levels))
@@ -563,9 +566,9 @@ class ResidualVQ(nn.Module):
         """
         num_levels = self._checked_num_levels(num_levels)
         _check_vectors(x, self.dim, "ResidualVQ")
-        if self.training and int(self.step) < self.warmup_steps:
-            return self._pass_through(x, num_levels)
-        if self.training and self.warmup_steps and int(self.step) == self.warmup_steps:
+        if self.training and self.kmeans_after_warmup and not self.quantising:
+            if int(self.step) < self.warmup_steps:
+                return self._pass_through(x, num_levels)
             self._initialise_levels(x)
         with torch.autocast(x.device.type, enabled=False):
             residual = x.float()
@@ -591,6 +594,12 @@ class ResidualVQ(nn.Module):
             self.step.add_(1)
         metrics = {"commitment": commitment.detach(), "replaced_codes": float(replaced), **metrics}
         return QuantizerOutput(straight_through, torch.stack(codes, dim=1), loss, _scalar_tensors(metrics, x.device))
+
+    @property
+    def quantising(self) -> bool:
+        """Whether training has begun to quantise (its first level has learnt from a step): from then on a
+        warm-up is over, even if ``warmup_steps`` is raised later (a resumed, longer run)."""
+        return int(self.levels[0].step) > 0
 
     def _pass_through(self, x: torch.Tensor, num_levels: int) -> QuantizerOutput:
         """A warm-up step: ``x`` unchanged, no loss; keep its vectors for the k-means that ends the warm-up."""
@@ -800,6 +809,7 @@ class FactorisedResidualVQ(ResidualVQ):
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         self.dim, self.codebook_size, self.num_levels, self.code_dim = dim, codebook_size, num_levels, code_dim
         self.quantizer_dropout, self.seed = _dropout_share(quantizer_dropout), seed
+        self.warmup_steps, self.kmeans_after_warmup = 0, False   # its codebooks learn by gradient from the start
         self.levels = nn.ModuleList(FactorisedVectorQuantizer(dim, codebook_size, code_dim, seed=seed + level,
                                                               **vq_kwargs)
                                     for level in range(num_levels))

@@ -643,6 +643,18 @@ def best_mu_law_codec(audio, sample_rate: int, bitrate: float, bit_depths: Seque
 # Training from a folder of clips
 
 
+def _fit_quantizer_warmup(quantizer, max_steps: int, say: bool) -> None:
+    """A run no longer than twice the quantiser's warm-up (``codec.quantizer_warmup_steps``) warms up for
+    half its steps instead, so that its codebooks still start from k-means and learn: a quick try of a preset
+    made for a long run gives a small codec, not one whose codes were never trained. The saved config
+    keeps the preset's value."""
+    if isinstance(quantizer, ResidualVQ) and quantizer.warmup_steps > max_steps // 2:
+        if say:
+            print(f"the quantiser's warm-up is cut from {quantizer.warmup_steps:,} to {max_steps // 2:,} steps, half of "
+                  f"this run's {max_steps:,}")
+        quantizer.warmup_steps = max_steps // 2
+
+
 def codec_train_config(config: Config, steps: int | None = None) -> Config:
     """``config`` with its ``train`` section set for the codec: the codec's batch size and learning rate,
     no weight decay (a GAN's players are not regularised towards zero), and ``steps`` if given."""
@@ -675,6 +687,7 @@ def train_codec(config: Config, clips: Sequence[torch.Tensor], out_dir: str | os
     data = AudioCrops(clips, crop_samples, crops_per_clip)
     torch.manual_seed(config.train.seed)
     training = CodecTraining.from_config(config)
+    _fit_quantizer_warmup(training.codec.quantizer, config.train.max_steps, progress)
     objectives, starts = codec_objectives(config.codec, config.data.sample_rate)
     betas = (0.5, 0.9)  # as in SoundStream and most audio GANs: less momentum, a quicker game
     optimizers = {"discriminator": torch.optim.Adam(training.discriminator_parameters(), lr=config.train.learning_rate,

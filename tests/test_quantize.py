@@ -212,6 +212,20 @@ def test_a_warm_up_passes_vectors_through_then_starts_every_level_from_its_lates
     assert quantizer.residual_errors(old[None])[0] > 1.0                   # the old set was forgotten
 
 
+def test_a_warm_up_ends_once_even_when_a_resumed_run_lengthens_it_or_a_short_one_cuts_it_to_zero():
+    vectors, _ = clustered(num_clusters=16, count=512)
+    lengthened = ResidualVQ(8, 16, 2, warmup_steps=1).train()
+    lengthened(vectors[None])                                  # the warm-up step
+    lengthened(vectors[None])                                  # k-means start, then quantised
+    lengthened.warmup_steps = 10                               # a longer run resumed: already quantising
+    out = lengthened(vectors[None])
+    assert lengthened.quantising and out.loss.item() > 0 and not torch.equal(out.quantized, vectors[None])
+    cut = ResidualVQ(8, 16, 2, warmup_steps=5).train()
+    cut.warmup_steps = 0                                       # a run too short for its warm-up
+    cut(vectors[None])
+    assert cut.quantising and cut.residual_errors(vectors[None])[0] < 2 * 0.1 ** 2   # k-means on that batch
+
+
 def test_without_a_warm_up_the_levels_start_from_the_first_batch_alone():
     vectors, centres = clustered(num_clusters=16, count=512)
     first_batch = vectors[vectors.norm(dim=-1) < vectors.norm(dim=-1).median()][None]

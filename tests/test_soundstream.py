@@ -277,3 +277,12 @@ def test_a_quantiser_warm_up_trains_the_codec_unquantised_then_quantises():
         config.CodecConfig(quantizer="factorised", quantizer_warmup_steps=10)
     with pytest.raises(ValueError, match="quantizer_warmup_steps must be >= 0"):
         config.CodecConfig(quantizer_warmup_steps=-1)
+
+
+def test_a_run_shorter_than_twice_the_warm_up_warms_up_for_half_of_it_and_still_quantises():
+    preset = micro_config(**dict(TIME_FREQUENCY, quantizer="ema"), quantizer_warmup_steps=1000)
+    training, history = soundstream.train_codec(preset, clips(4), steps=6, progress=False)
+    quantizer = training.codec.quantizer
+    assert quantizer.warmup_steps == 3 and quantizer.quantising
+    assert history[-1]["codec/commitment"] > 0 and history[-1]["step"] == 6
+    assert training.codec.codec_config.quantizer_warmup_steps == 1000          # the saved config keeps the preset's
