@@ -286,6 +286,12 @@ def _mean_per_example(squared_errors: torch.Tensor, keep: torch.Tensor | None) -
     return (squared_errors.mean((1, 2)) * keep).mean()
 
 
+def _level_use(codes: torch.Tensor, codebook_size: int, level: int) -> dict[str, float]:
+    """``perplexity/l`` and ``usage/l``: how evenly and how widely level ``l``'s ``codes`` use its codebook."""
+    return {f"perplexity/{level}": codebook_perplexity(codes, codebook_size),
+            f"usage/{level}": codebook_usage(codes, codebook_size)}
+
+
 def _scalar_tensors(metrics: dict[str, float | torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Numbers to log, as detached float32 scalars on ``device``."""
     return {name: torch.as_tensor(value, dtype=torch.float32, device=device).detach()
@@ -587,8 +593,7 @@ class ResidualVQ(nn.Module):
                 loss, commitment = loss + level_loss, commitment + level_commitment
                 replaced += level_replaced
                 codes.append(level_codes)
-                metrics[f"perplexity/{index}"] = codebook_perplexity(level_codes, self.codebook_size)
-                metrics[f"usage/{index}"] = codebook_usage(level_codes, self.codebook_size)
+                metrics.update(_level_use(level_codes, self.codebook_size, index))
             straight_through = total.to(x.dtype) + (x - x.detach())
         if self.training:
             self.step.add_(1)
@@ -611,8 +616,7 @@ class ResidualVQ(nn.Module):
         self.step.add_(1)
         metrics = {"commitment": 0.0, "replaced_codes": 0.0}
         for index in range(num_levels):
-            metrics[f"perplexity/{index}"] = codebook_perplexity(codes[:, index], self.codebook_size)
-            metrics[f"usage/{index}"] = codebook_usage(codes[:, index], self.codebook_size)
+            metrics.update(_level_use(codes[:, index], self.codebook_size, index))
         return QuantizerOutput(x, codes, x.new_zeros((), dtype=torch.float32), _scalar_tensors(metrics, x.device))
 
     @torch.no_grad()
@@ -840,8 +844,7 @@ class FactorisedResidualVQ(ResidualVQ):
                 if self.training:
                     replaced += level._learn(projected, level_codes)
                 codes.append(level_codes)
-                metrics[f"perplexity/{index}"] = codebook_perplexity(level_codes, self.codebook_size)
-                metrics[f"usage/{index}"] = codebook_usage(level_codes, self.codebook_size)
+                metrics.update(_level_use(level_codes, self.codebook_size, index))
         if self.training:
             self.step.add_(1)
         metrics = {"commitment": commitment, "replaced_codes": float(replaced), **metrics}

@@ -1,7 +1,8 @@
 """A few residual-VQ training steps, shared by tests/test_quantize.py and by its ``torchrun`` launch.
 
 Run as ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_ddp_quantize_worker.py
-OUT_DIR [WARMUP_STEPS]``: each rank quantises its half of every global batch (gloo, CPU) and writes ``OUT_DIR/rank{r}.pt``.
+OUT_DIR [WARMUP_STEPS]``: each rank quantises its half of every global batch (gloo, CPU) and writes
+``OUT_DIR/rank{r}.pt``.
 The steps cover k-means initialisation (on the first batch, or after a warm-up), EMA updates, quantiser
 dropout and dead-code replacement.
 """
